@@ -1,0 +1,12 @@
+"""Scene representations and how to render them (no training loop here).
+
+RENDERERS is the explicit registry: method name -> model class.
+"""
+
+from __future__ import annotations
+
+from .splat import SplatModel
+
+RENDERERS: dict[str, type] = {"splat": SplatModel}
+
+__all__ = ["RENDERERS", "SplatModel"]

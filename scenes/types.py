@@ -1,0 +1,230 @@
+"""The one typed Scene that every format loader produces.
+
+Conventions (see rasterizer/CONVENTIONS.md): camera-to-world matrices use OpenCV camera
+axes (+x right, +y down, +z forward), in the *normalized* scene frame. `Normalization`
+maps original dataset coordinates to that frame, so exports can go back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int, UInt8
+from torch import Tensor
+
+
+class SceneError(Exception):
+    """A user-facing input problem: one line naming the file and what is wrong."""
+
+    def __init__(self, path: Path | str | None, problem: str):
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}" if path is not None else problem)
+
+
+@dataclass
+class Cameras:
+    """C pinhole cameras (after any undistortion), OpenCV axes, in the normalized frame."""
+
+    camtoworlds: Float[Tensor, "C 4 4"]
+    fx: Float[Tensor, " C"]
+    fy: Float[Tensor, " C"]
+    cx: Float[Tensor, " C"]
+    cy: Float[Tensor, " C"]
+    width: Int[Tensor, " C"]
+    height: Int[Tensor, " C"]
+    # The model the dataset declared (e.g. "SIMPLE_RADIAL"), and its distortion
+    # parameters (k1 k2 k3 k4 p1 p2, zeros where absent). Images handed out by
+    # `ImageSet` are already undistorted to the pinhole intrinsics above.
+    model: str = "PINHOLE"
+    distortion: Optional[Float[Tensor, "C 6"]] = None
+
+    def __len__(self) -> int:
+        return int(self.camtoworlds.shape[0])
+
+    def __getitem__(self, idx) -> "Cameras":
+        if isinstance(idx, int):
+            idx = [idx]
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return dataclasses.replace(
+            self,
+            camtoworlds=self.camtoworlds[idx],
+            fx=self.fx[idx], fy=self.fy[idx], cx=self.cx[idx], cy=self.cy[idx],
+            width=self.width[idx], height=self.height[idx],
+            distortion=None if self.distortion is None else self.distortion[idx],
+        )
+
+    def to(self, device) -> "Cameras":
+        return dataclasses.replace(
+            self,
+            **{
+                f.name: getattr(self, f.name).to(device)
+                for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), Tensor)
+            },
+        )
+
+    def viewmats(self) -> Float[Tensor, "C 4 4"]:
+        """World-to-camera matrices (what the rasterizer takes)."""
+        return torch.linalg.inv(self.camtoworlds)
+
+    def Ks(self) -> Float[Tensor, "C 3 3"]:
+        K = torch.zeros(len(self), 3, 3, dtype=self.fx.dtype, device=self.fx.device)
+        K[:, 0, 0], K[:, 1, 1] = self.fx, self.fy
+        K[:, 0, 2], K[:, 1, 2] = self.cx, self.cy
+        K[:, 2, 2] = 1.0
+        return K
+
+    def scaled(self, factor: float) -> "Cameras":
+        """Intrinsics for images resized by `factor` (e.g. 0.5 for half size)."""
+        w = torch.round(self.width.double() * factor).long()
+        h = torch.round(self.height.double() * factor).long()
+        sx, sy = w.double() / self.width.double(), h.double() / self.height.double()
+        return dataclasses.replace(
+            self,
+            fx=(self.fx.double() * sx).to(self.fx.dtype), fy=(self.fy.double() * sy).to(self.fy.dtype),
+            cx=(self.cx.double() * sx).to(self.cx.dtype), cy=(self.cy.double() * sy).to(self.cy.dtype),
+            width=w, height=h,
+        )
+
+
+@dataclass
+class Normalization:
+    """x_normalized = scale * (R @ x_original) + translation. R is identity for every
+    loader today (translation plus uniform scale), which keeps SH untouched; exporters
+    still handle a general R."""
+
+    scale: float = 1.0
+    translation: Float[np.ndarray, "3"] = field(default_factory=lambda: np.zeros(3))
+    rotation: Float[np.ndarray, "3 3"] = field(default_factory=lambda: np.eye(3))
+
+    def matrix(self) -> Float[np.ndarray, "4 4"]:
+        T = np.eye(4)
+        T[:3, :3] = self.scale * np.asarray(self.rotation, dtype=np.float64)
+        T[:3, 3] = np.asarray(self.translation, dtype=np.float64)
+        return T
+
+    def apply_points(self, x: Float[np.ndarray, "P 3"]) -> Float[np.ndarray, "P 3"]:
+        x = np.asarray(x, dtype=np.float64)
+        return self.scale * x @ np.asarray(self.rotation).T + np.asarray(self.translation)
+
+    def invert_points(self, x: Float[np.ndarray, "P 3"]) -> Float[np.ndarray, "P 3"]:
+        x = np.asarray(x, dtype=np.float64)
+        return ((x - np.asarray(self.translation)) / self.scale) @ np.asarray(self.rotation)
+
+    def to_json(self) -> dict:
+        return {
+            "scale": float(self.scale),
+            "translation": [float(v) for v in np.asarray(self.translation).reshape(3)],
+            "rotation": np.asarray(self.rotation, dtype=np.float64).tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Normalization":
+        return cls(float(d["scale"]), np.asarray(d["translation"], dtype=np.float64),
+                   np.asarray(d.get("rotation", np.eye(3)), dtype=np.float64))
+
+
+@dataclass
+class Mesh:
+    """A triangle mesh, in the *normalized* frame (the demo keeps its ground truth here)."""
+
+    vertices: Float[np.ndarray, "V 3"]
+    faces: Int[np.ndarray, "F 3"]
+
+
+class ImageSet:
+    """Lazily loaded, cached RGB images (uint8 H W 3), already undistorted and downscaled
+    to match `Scene.cameras`. `loader(i)` does the real work and returns uint8 H W 3 or
+    H W 4 (alpha kept; compositing happens here, with `background`)."""
+
+    def __init__(
+        self,
+        names: list[str],
+        loader: Callable[[int], UInt8[np.ndarray, "H W _"]],
+        background: Optional[tuple[float, float, float]] = None,
+        cache: bool = True,
+    ):
+        self.names = list(names)
+        self._loader = loader
+        self.background = background
+        self._cache: dict[int, np.ndarray] = {}
+        self._use_cache = cache
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def load_rgba(self, i: int) -> UInt8[np.ndarray, "H W _"]:
+        with self._lock:
+            hit = self._cache.get(i)
+        if hit is not None:
+            return hit
+        img = self._loader(i)
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=-1)
+        if self._use_cache:
+            with self._lock:
+                self._cache[i] = img
+        return img
+
+    def __getitem__(self, i: int) -> UInt8[np.ndarray, "H W 3"]:
+        img = self.load_rgba(i)
+        if img.shape[-1] == 4:
+            rgb = img[..., :3].astype(np.float32)
+            a = img[..., 3:4].astype(np.float32) / 255.0
+            bg = np.asarray(self.background if self.background is not None else (0.0, 0.0, 0.0), np.float32)
+            img = np.clip(rgb * a + 255.0 * bg * (1.0 - a) + 0.5, 0, 255).astype(np.uint8)
+        return img
+
+    def alpha(self, i: int) -> Optional[UInt8[np.ndarray, "H W"]]:
+        img = self.load_rgba(i)
+        return img[..., 3] if img.shape[-1] == 4 else None
+
+
+@dataclass
+class Scene:
+    """Everything a trainer, viewer or exporter needs to know about a capture."""
+
+    name: str
+    format: str  # "colmap" | "nerfstudio" | "blender" | "llff" | "demo" | "images"
+    root: Path
+    cameras: Cameras  # all images, indexed like `images`
+    images: ImageSet
+    train_idx: list[int]
+    test_idx: list[int]
+    normalization: Normalization = field(default_factory=Normalization)
+    # Initial points (normalized frame) and their colours, where the format has them.
+    points: Optional[Float[np.ndarray, "P 3"]] = None
+    point_colors: Optional[UInt8[np.ndarray, "P 3"]] = None
+    # Background colour the images were composited on (synthetic scenes), in [0, 1].
+    background: Optional[tuple[float, float, float]] = None
+    warnings: list[str] = field(default_factory=list)
+    # Ground-truth geometry in the normalized frame, where known (the demo scene).
+    mesh: Optional[Mesh] = None
+
+    @property
+    def extent(self) -> float:
+        """Radius of the camera centres around their mean (normalized frame), the scale
+        that learning rates and densification thresholds are relative to."""
+        centers = self.cameras.camtoworlds[:, :3, 3].double()
+        return float((centers - centers.mean(0)).norm(dim=-1).max().clamp_min(1e-6))
+
+    def split(self, name: str) -> list[int]:
+        return {"train": self.train_idx, "test": self.test_idx}[name]
+
+    def fingerprint(self) -> str:
+        """A short stable id of the inputs (for caches)."""
+        h = hashlib.sha1()
+        h.update(str(self.root.resolve()).encode())
+        h.update(self.cameras.camtoworlds.numpy().tobytes())
+        for n in self.images.names:
+            h.update(n.encode())
+        return h.hexdigest()[:16]
