@@ -1,0 +1,54 @@
+"""Browser viewer (viser) over a splat model or a training run's `LiveFeed`.
+
+Imports only `renderers` and `scenes` types (never `app`); viser loads lazily inside
+`serve`, so `import splatlab.viewer` stays light for the trainer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from .live import LiveFeed
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from splatlab.renderers.splat import SplatModel
+    from splatlab.scenes.types import Cameras
+
+    from .server import ViewerServer
+
+
+def serve(
+    model: Optional["SplatModel"] = None,
+    *,
+    feed: Optional[LiveFeed] = None,
+    cameras: Optional["Cameras"] = None,
+    points: Optional[tuple["np.ndarray", Optional["np.ndarray"]]] = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    client_splats: bool = False,
+    crop_path: Optional[Path] = None,
+    block: bool = True,
+) -> "ViewerServer":
+    """Start the viewer on http://host:port (the next free port if taken).
+
+    Give a `model` (static view) or a `feed` (live training; renders its newest publish),
+    optionally the training `cameras` (normalized frame, drawn as clickable frustums) and
+    the initial `points` (P 3, colours P 3 uint8 or None). `crop_path` is where the crop
+    box is saved (JSON). With `block=False` it returns the running `ViewerServer`
+    (`.url`, `.port`, `.stop()`); with `block=True` it serves until Ctrl-C.
+    """
+    from .server import ViewerServer
+
+    server = ViewerServer(
+        model=model, feed=feed, cameras=cameras, points=points, host=host, port=port,
+        client_splats=client_splats, crop_path=crop_path,
+    )
+    if block:
+        server.wait()
+    return server
+
+
+__all__ = ["LiveFeed", "serve"]
