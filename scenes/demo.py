@@ -1,0 +1,420 @@
+"""The built-in demo scene: procedural, seeded, generated in-process (no downloads).
+
+A few analytic primitives (two spheres, a box, a capped cylinder) stand on a finite
+square ground, all with procedural textures (checkers, stripes, value noise) and fixed
+Lambertian shading with hard shadows, so colours are view-independent and multi-view
+training has signal. Views are ray-cast exactly in numpy (2x2 supersampled), lazily, one
+image at a time, from cameras on a hemisphere around the objects. Rays that miss every
+primitive get the constant `BACKGROUND` colour, which the scene reports in
+`Scene.background`.
+
+World frame: +z up, ground at z = 0, objects within about [-1.5, 1.5]^2 x [0, 0.9],
+cameras at radius 3.2 looking at (0, 0, 0.3). Normalization is the identity.
+`Scene.mesh` tessellates exactly the rendered surfaces (faces hidden against the ground
+are left out); `Scene.points` are surface points seen by random training pixels, with
+their rendered colour, standing in for SfM points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .types import Cameras, ImageSet, Mesh, Normalization, Scene, SceneError
+
+NAME = "demo"
+BACKGROUND = (0.62, 0.72, 0.86)
+LIGHT = np.array([0.45, 0.3, 0.84]) / np.linalg.norm([0.45, 0.3, 0.84])
+AMBIENT = 0.38
+GROUND_HALF = 1.5
+ORBIT_RADIUS = 3.2
+LOOK_AT = np.array([0.0, 0.0, 0.3])
+
+
+# ---- procedural textures ----------------------------------------------------------
+def _hash3(i: np.ndarray, j: np.ndarray, k: np.ndarray, seed: int) -> np.ndarray:
+    """Deterministic pseudo-random value in [0, 1) per integer lattice point."""
+    h = (i * 73856093) ^ (j * 19349663) ^ (k * 83492791) ^ (seed * 2654435761)
+    h = (h ^ (h >> 13)) * 1274126177
+    h = h ^ (h >> 16)
+    return (h & 0xFFFF).astype(np.float64) / 65536.0
+
+
+def value_noise(p: np.ndarray, freq: float, seed: int) -> np.ndarray:
+    """Trilinear value noise in [0, 1] at points p (R 3)."""
+    q = p * freq
+    q0 = np.floor(q).astype(np.int64)
+    f = q - q0
+    f = f * f * (3 - 2 * f)  # smoothstep, so the noise has no visible lattice creases
+    out = np.zeros(len(p))
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                w = (f[:, 0] if dx else 1 - f[:, 0]) * (f[:, 1] if dy else 1 - f[:, 1]) * (f[:, 2] if dz else 1 - f[:, 2])
+                out += w * _hash3(q0[:, 0] + dx, q0[:, 1] + dy, q0[:, 2] + dz, seed)
+    return out
+
+
+def _mix(a, b, t: np.ndarray) -> np.ndarray:
+    return np.asarray(a)[None] * (1 - t[:, None]) + np.asarray(b)[None] * t[:, None]
+
+
+def _noisy(rgb: np.ndarray, p: np.ndarray, seed: int, amount: float = 0.25) -> np.ndarray:
+    n = 0.65 * value_noise(p, 6.0, seed) + 0.35 * value_noise(p, 17.0, seed + 1)
+    return np.clip(rgb * (1 - amount + 2 * amount * n[:, None]), 0, 1)
+
+
+# ---- primitives: intersect, normal, albedo, tessellate -----------------------------
+def _grid(n_u: int, n_v: int, closed_u: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(u, v) in [0,1]^2 grid vertices and the triangles joining them."""
+    nu = n_u if closed_u else n_u + 1
+    u, v = np.meshgrid(np.arange(nu) / n_u, np.arange(n_v + 1) / n_v, indexing="xy")
+    idx = np.arange(nu * (n_v + 1)).reshape(n_v + 1, nu)
+    a = idx[:-1, :]
+    b = np.roll(idx, -1, axis=1)[:-1, :] if closed_u else idx[:-1, 1:]
+    a = a if closed_u else a[:, :-1]
+    c, d = a + nu, b + nu
+    faces = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
+    return np.stack([u.ravel(), v.ravel()], -1), faces
+
+
+@dataclass
+class Ground:
+    half: float = GROUND_HALF
+
+    def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = -o[:, 2] / d[:, 2]
+        p = o + t[:, None] * d
+        ok = (t > 1e-6) & (np.abs(p[:, 0]) <= self.half) & (np.abs(p[:, 1]) <= self.half)
+        return np.where(ok, t, np.inf)
+
+    def normal(self, p: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(np.array([0.0, 0.0, 1.0]), p.shape).copy()
+
+    def albedo(self, p: np.ndarray) -> np.ndarray:
+        check = ((np.floor(p[:, 0] / 0.3) + np.floor(p[:, 1] / 0.3)) % 2).astype(np.float64)
+        rgb = _mix((0.85, 0.82, 0.74), (0.35, 0.33, 0.3), check)
+        return _noisy(rgb, p, seed=1)
+
+    def tessellate(self) -> tuple[np.ndarray, np.ndarray]:
+        uv, f = _grid(60, 60)
+        xy = (uv * 2 - 1) * self.half
+        return np.concatenate([xy, np.zeros((len(xy), 1))], 1), f
+
+
+@dataclass
+class Sphere:
+    center: tuple[float, float, float]
+    radius: float
+    colors: tuple[tuple[float, float, float], tuple[float, float, float]]
+    seed: int
+
+    def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        oc = o - np.asarray(self.center)
+        b = (oc * d).sum(-1)
+        c = (oc * oc).sum(-1) - self.radius**2
+        disc = b * b - c
+        s = np.sqrt(np.maximum(disc, 0))
+        t0, t1 = -b - s, -b + s
+        t = np.where(t0 > 1e-6, t0, t1)
+        return np.where((disc >= 0) & (t > 1e-6), t, np.inf)
+
+    def normal(self, p: np.ndarray) -> np.ndarray:
+        return (p - np.asarray(self.center)) / self.radius
+
+    def albedo(self, p: np.ndarray) -> np.ndarray:
+        n = self.normal(p)
+        lon = np.arctan2(n[:, 1], n[:, 0])
+        lat = np.arcsin(np.clip(n[:, 2], -1, 1))
+        stripes = (np.floor(lon / (np.pi / 6)) + np.floor(lat / (np.pi / 8))) % 2
+        return _noisy(_mix(self.colors[0], self.colors[1], stripes), p, self.seed)
+
+    def tessellate(self) -> tuple[np.ndarray, np.ndarray]:
+        uv, f = _grid(64, 32, closed_u=True)
+        lon, lat = uv[:, 0] * 2 * np.pi, (uv[:, 1] - 0.5) * np.pi
+        n = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], -1)
+        return np.asarray(self.center) + self.radius * n, f
+
+
+@dataclass
+class Box:
+    """Axis-aligned box resting on the ground (its bottom face is hidden, so not meshed)."""
+
+    lo: tuple[float, float, float]
+    hi: tuple[float, float, float]
+    seed: int
+
+    def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        lo, hi = np.asarray(self.lo), np.asarray(self.hi)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = 1.0 / d
+            ta, tb = (lo - o) * inv, (hi - o) * inv
+        ta, tb = np.nan_to_num(ta, nan=-np.inf), np.nan_to_num(tb, nan=np.inf)
+        tmin = np.minimum(ta, tb).max(-1)
+        tmax = np.maximum(ta, tb).min(-1)
+        t = np.where(tmin > 1e-6, tmin, tmax)
+        return np.where((tmax >= tmin) & (t > 1e-6), t, np.inf)
+
+    def normal(self, p: np.ndarray) -> np.ndarray:
+        lo, hi = np.asarray(self.lo), np.asarray(self.hi)
+        dist = np.concatenate([np.abs(p - lo), np.abs(p - hi)], -1)  # R 6
+        face = dist.argmin(-1)
+        n = np.zeros_like(p)
+        n[np.arange(len(p)), face % 3] = np.where(face < 3, -1.0, 1.0)
+        return n
+
+    def albedo(self, p: np.ndarray) -> np.ndarray:
+        q = np.floor((p - np.asarray(self.lo)) / 0.12)
+        check = (q.sum(-1) % 2).astype(np.float64)
+        return _noisy(_mix((0.2, 0.35, 0.8), (0.92, 0.92, 0.95), check), p, self.seed)
+
+    def tessellate(self) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = np.asarray(self.lo), np.asarray(self.hi)
+        verts, faces = [], []
+        uv, f = _grid(12, 12)
+        for axis in range(3):
+            for side in (0, 1):
+                if axis == 2 and side == 0:
+                    continue  # bottom face lies on the ground
+                a, b = [k for k in range(3) if k != axis]
+                v = np.zeros((len(uv), 3))
+                v[:, a] = lo[a] + uv[:, 0] * (hi[a] - lo[a])
+                v[:, b] = lo[b] + uv[:, 1] * (hi[b] - lo[b])
+                v[:, axis] = hi[axis] if side else lo[axis]
+                faces.append(f + sum(len(x) for x in verts))
+                verts.append(v)
+        return np.concatenate(verts), np.concatenate(faces)
+
+
+@dataclass
+class Cylinder:
+    """Vertical cylinder standing on the ground, with a top cap."""
+
+    center: tuple[float, float]
+    radius: float
+    height: float
+    seed: int
+
+    def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        c = np.asarray(self.center)
+        ox, oy = o[:, 0] - c[0], o[:, 1] - c[1]
+        a = d[:, 0] ** 2 + d[:, 1] ** 2
+        b = ox * d[:, 0] + oy * d[:, 1]
+        cc = ox**2 + oy**2 - self.radius**2
+        disc = b * b - a * cc
+        s = np.sqrt(np.maximum(disc, 0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t0, t1 = (-b - s) / a, (-b + s) / a
+        ts = np.inf * np.ones(len(o))
+        for t in (t1, t0):  # t0 last, so it wins when both are valid
+            z = o[:, 2] + t * d[:, 2]
+            ok = (disc >= 0) & (a > 1e-12) & (t > 1e-6) & (z >= 0) & (z <= self.height)
+            ts = np.where(ok, np.minimum(ts, t), ts)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tc = (self.height - o[:, 2]) / d[:, 2]
+        pc = o + tc[:, None] * d
+        cap = (tc > 1e-6) & ((pc[:, 0] - c[0]) ** 2 + (pc[:, 1] - c[1]) ** 2 <= self.radius**2)
+        return np.where(cap, np.minimum(ts, tc), ts)
+
+    def normal(self, p: np.ndarray) -> np.ndarray:
+        c = np.asarray(self.center)
+        side = np.stack([p[:, 0] - c[0], p[:, 1] - c[1], np.zeros(len(p))], -1) / self.radius
+        top = np.abs(p[:, 2] - self.height) < 1e-7 * max(1.0, self.height)
+        side[top] = (0.0, 0.0, 1.0)
+        return side
+
+    def albedo(self, p: np.ndarray) -> np.ndarray:
+        c = np.asarray(self.center)
+        ang = np.arctan2(p[:, 1] - c[1], p[:, 0] - c[0])
+        bands = (np.floor(p[:, 2] / 0.1) + np.floor(ang / (np.pi / 5))) % 2
+        return _noisy(_mix((0.15, 0.6, 0.25), (0.95, 0.85, 0.3), bands), p, self.seed)
+
+    def tessellate(self) -> tuple[np.ndarray, np.ndarray]:
+        c = np.asarray(self.center)
+        uv, f = _grid(64, 16, closed_u=True)
+        ang = uv[:, 0] * 2 * np.pi
+        side = np.stack([c[0] + self.radius * np.cos(ang), c[1] + self.radius * np.sin(ang), uv[:, 1] * self.height], -1)
+        # Top cap: concentric rings, so vertices stay roughly evenly spread.
+        uv2, f2 = _grid(64, 8, closed_u=True)
+        r = self.radius * (1 - uv2[:, 1])
+        ang2 = uv2[:, 0] * 2 * np.pi
+        cap = np.stack([c[0] + r * np.cos(ang2), c[1] + r * np.sin(ang2), np.full(len(r), self.height)], -1)
+        return np.concatenate([side, cap]), np.concatenate([f, f2 + len(side)])
+
+
+def primitives() -> list:
+    return [
+        Ground(),
+        Sphere((0.55, 0.35, 0.42), 0.42, ((0.85, 0.2, 0.15), (0.98, 0.8, 0.2)), seed=2),
+        Sphere((-0.2, -0.75, 0.22), 0.22, ((0.55, 0.25, 0.7), (0.9, 0.9, 0.9)), seed=3),
+        Box((-0.85, -0.25, 0.0), (-0.3, 0.3, 0.55), seed=4),
+        Cylinder((0.1, 0.95), 0.22, 0.85, seed=5),
+    ]
+
+
+# ---- ray casting ------------------------------------------------------------------
+def raycast(
+    origins: np.ndarray, dirs: np.ndarray, prims: Optional[list] = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact first hits of rays (R 3, unit dirs). Returns (t R with inf on a miss, rgb R 3 in
+    [0, 1], the background where missed)."""
+    prims = primitives() if prims is None else prims
+    ts = np.stack([p.intersect(origins, dirs) for p in prims], 0)  # P R
+    which = ts.argmin(0)
+    t = ts[which, np.arange(len(origins))]
+    rgb = np.broadcast_to(np.asarray(BACKGROUND), (len(origins), 3)).copy()
+    hit = np.isfinite(t)
+    pts = origins + np.where(hit, t, 0)[:, None] * dirs
+    for k, prim in enumerate(prims):
+        m = hit & (which == k)
+        if not m.any():
+            continue
+        p, n = pts[m], prim.normal(pts[m])
+        n = np.where(((n * dirs[m]).sum(-1) > 0)[:, None], -n, n)
+        lam = np.clip(n @ LIGHT, 0, None)
+        # Hard shadows: the light is directional, so a shadow ray is the same for every view.
+        so = p + 1e-4 * n
+        sd = np.broadcast_to(LIGHT, so.shape)
+        shadow = np.stack([q.intersect(so, sd) for q in prims], 0).min(0) < np.inf
+        lam = np.where(shadow, 0.0, lam)
+        rgb[m] = prim.albedo(p) * (AMBIENT + (1 - AMBIENT) * lam)[:, None]
+    return t, rgb
+
+
+def orbit_camtoworlds(num_views: int) -> np.ndarray:
+    """OpenCV camera-to-world matrices on a golden-angle spiral over a hemisphere band
+    (elevations 12..62 degrees), all looking at LOOK_AT."""
+    i = np.arange(num_views) + 0.5
+    elev = np.deg2rad(12 + 50 * (i / num_views))
+    azim = i * np.pi * (3 - np.sqrt(5))
+    eye = LOOK_AT + ORBIT_RADIUS * np.stack([np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev)], -1)
+    fwd = LOOK_AT - eye
+    fwd /= np.linalg.norm(fwd, axis=-1, keepdims=True)
+    right = np.cross(fwd, np.array([0.0, 0.0, 1.0]))
+    right /= np.linalg.norm(right, axis=-1, keepdims=True)
+    down = np.cross(fwd, right)
+    c2w = np.tile(np.eye(4), (num_views, 1, 1))
+    c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = right, down, fwd, eye
+    return c2w
+
+
+def camera_rays(c2w: np.ndarray, fx: float, fy: float, cx: float, cy: float, width: int, height: int, ss: int = 1):
+    """World-space rays through ss x ss sub-pixel samples of every pixel (pixel centres at +0.5)."""
+    off = (np.arange(ss) + 0.5) / ss
+    u = (np.arange(width)[:, None] + off[None]).ravel()
+    v = (np.arange(height)[:, None] + off[None]).ravel()
+    uu, vv = np.meshgrid(u, v, indexing="xy")  # (H ss) (W ss)
+    d_cam = np.stack([(uu - cx) / fx, (vv - cy) / fy, np.ones_like(uu)], -1).reshape(-1, 3)
+    d = d_cam @ c2w[:3, :3].T
+    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    return np.broadcast_to(c2w[:3, 3], d.shape).copy(), d
+
+
+def render_view(cameras: Cameras, i: int, ss: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Exact render of camera i: (rgb float H W 3 in [0, 1], z-depth H W with inf where
+    the ray misses, from the centre sample of each pixel when ss is odd, else the mean)."""
+    c2w = cameras.camtoworlds[i].double().numpy()
+    fx, fy, cx, cy = (float(getattr(cameras, k)[i]) for k in ("fx", "fy", "cx", "cy"))
+    w, h = int(cameras.width[i]), int(cameras.height[i])
+    o, d = camera_rays(c2w, fx, fy, cx, cy, w, h, ss)
+    t, rgb = raycast(o, d)
+    z = t * (d @ c2w[:3, 2])
+    rgb = rgb.reshape(h, ss, w, ss, 3).mean((1, 3))
+    z = z.reshape(h, ss, w, ss).mean((1, 3))
+    return rgb, z
+
+
+def mesh() -> Mesh:
+    verts, faces = [], []
+    for prim in primitives():
+        v, f = prim.tessellate()
+        faces.append(f + sum(len(x) for x in verts))
+        verts.append(v)
+    return Mesh(vertices=np.concatenate(verts).astype(np.float64), faces=np.concatenate(faces).astype(np.int64))
+
+
+def sample_points(cameras: Cameras, views: list[int], num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Surface points seen through random pixels of `views`, with their rendered colour."""
+    rng = np.random.default_rng(seed)
+    per = int(np.ceil(2 * num / max(len(views), 1)))
+    P, C = [], []
+    for i in views:
+        c2w = cameras.camtoworlds[i].double().numpy()
+        w, h = int(cameras.width[i]), int(cameras.height[i])
+        px = rng.uniform(0, w, per)
+        py = rng.uniform(0, h, per)
+        d = np.stack([(px - float(cameras.cx[i])) / float(cameras.fx[i]),
+                      (py - float(cameras.cy[i])) / float(cameras.fy[i]), np.ones(per)], -1) @ c2w[:3, :3].T
+        d /= np.linalg.norm(d, axis=-1, keepdims=True)
+        o = np.broadcast_to(c2w[:3, 3], d.shape)
+        t, rgb = raycast(o, d)
+        hit = np.isfinite(t)
+        P.append(o[hit] + t[hit, None] * d[hit])
+        C.append(rgb[hit])
+    P, C = np.concatenate(P), np.concatenate(C)
+    keep = rng.permutation(len(P))[:num]
+    return P[keep], np.clip(C[keep] * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+# ---- format interface -------------------------------------------------------------
+def sniff(path) -> bool:
+    return path is None or (str(path) == NAME and not Path(str(path)).exists())
+
+
+def load(
+    path=None,
+    *,
+    downscale: int = 1,
+    test_every: int = 8,
+    background: Optional[tuple[float, float, float]] = None,
+    width: int = 160,
+    height: int = 120,
+    num_views: int = 64,
+    num_points: int = 4000,
+    fov_x_deg: float = 55.0,
+    supersample: int = 2,
+    seed: int = 0,
+) -> Scene:
+    """The demo scene. `downscale` divides width/height; `background` is ignored beyond
+    reporting (the demo's background is part of the scene), `seed` picks the initial points."""
+    if downscale < 1 or width < 8 or height < 8 or num_views < 2:
+        raise SceneError(NAME, f"bad demo settings: downscale={downscale} width={width} height={height} views={num_views}")
+    if background is not None and tuple(background) != BACKGROUND:
+        raise SceneError(NAME, f"the demo renders on its own background {BACKGROUND}; it cannot be changed")
+    w, h = max(8, round(width / downscale)), max(8, round(height / downscale))
+    fx = 0.5 * w / np.tan(np.deg2rad(fov_x_deg) / 2)
+    C = num_views
+    cams = Cameras(
+        camtoworlds=torch.from_numpy(orbit_camtoworlds(C)).float(),
+        fx=torch.full((C,), fx), fy=torch.full((C,), fx),
+        cx=torch.full((C,), w / 2.0), cy=torch.full((C,), h / 2.0),
+        width=torch.full((C,), w, dtype=torch.long), height=torch.full((C,), h, dtype=torch.long),
+        model="PINHOLE",
+    )
+    test_idx = [i for i in range(C) if test_every > 0 and i % test_every == 0]
+    train_idx = [i for i in range(C) if i not in set(test_idx)]
+
+    def loader(i: int) -> np.ndarray:
+        rgb, _ = render_view(cams, i, ss=supersample)
+        return np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
+
+    pts, cols = sample_points(cams, train_idx, num_points, seed)
+    return Scene(
+        name=NAME,
+        format=NAME,
+        root=Path(NAME),
+        cameras=cams,
+        images=ImageSet([f"demo_{i:03d}.png" for i in range(C)], loader),
+        train_idx=train_idx,
+        test_idx=test_idx,
+        normalization=Normalization(),
+        points=pts.astype(np.float64),
+        point_colors=cols,
+        background=BACKGROUND,
+        mesh=mesh(),
+    )
