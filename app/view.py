@@ -1,9 +1,69 @@
-"""`splatlab view` (placeholder until its issue lands)."""
+"""`splatlab view TARGET`: open a run folder, checkpoint or 3DGS PLY in the browser viewer."""
 
 from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
 
 from .errors import UserError
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    # Four flags: plain argparse keeps `splatlab view --help` instant (no tyro/torch import).
+    p = argparse.ArgumentParser(prog="splatlab view", description=__doc__)
+    p.add_argument("target", type=Path, help="run folder, checkpoint (.pt) or 3DGS .ply (INRIA, gsplat, nerfstudio, splatlab)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; anything else exposes the scene to the network)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if taken)")
+    p.add_argument("--client-splats", action="store_true",
+                   help="send the Gaussians to the browser (colour only) instead of rendering here")
+    return p.parse_args(argv)
+
+
+def _initial_points(loaded):
+    """The scene's initial points (normalized frame), when its source can still be read."""
+    sj = loaded.scene_json
+    if not sj or not sj.get("points"):
+        return None
+    try:
+        from splatlab.scenes import load_scene
+
+        root = sj.get("root")
+        scene = load_scene(None if sj.get("format") == "demo" else root)
+        if scene.points is None:
+            return None
+        return scene.points, scene.point_colors
+    except Exception:  # noqa: BLE001 - the points are a nicety; the dataset may be gone
+        return None
+
+
 def run(argv: list[str]) -> int:
-    raise UserError("`splatlab view` is not yet available in this version")
+    args = parse(argv)
+    import torch
+
+    from splatlab.viewer import serve
+
+    from .runs import load_target
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = load_target(args.target, device=device)
+    if loaded.model.num_gaussians == 0:
+        raise UserError("has no Gaussians to show", args.target)
+    sj = loaded.scene_json or {}
+    crop_path = loaded.run_dir / "viewer_crop.json" if loaded.run_dir is not None else None
+    try:
+        server = serve(
+            loaded.model, cameras=loaded.cameras(), points=_initial_points(loaded),
+            host=args.host, port=args.port, client_splats=args.client_splats,
+            crop_path=crop_path, background=sj.get("background"),
+            normalization=loaded.normalization, block=False,
+        )
+    except OSError as e:
+        raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror or e})") from None
+    if server.port != args.port:
+        print(f"port {args.port} is taken; using {server.port}", file=sys.stderr)
+    mode = "browser-side splats" if args.client_splats else f"rendering on {device}"
+    print(f"splatlab viewer: {server.url}  ({loaded.model.num_gaussians:,} Gaussians, {mode}; Ctrl-C to stop)",
+          flush=True)
+    server.wait()
+    return 0

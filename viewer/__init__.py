@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from splatlab.renderers.splat import SplatModel
-    from splatlab.scenes.types import Cameras
+    from splatlab.scenes.types import Cameras, Normalization
 
     from .server import ViewerServer
 
@@ -30,6 +30,8 @@ def serve(
     port: int = 8080,
     client_splats: bool = False,
     crop_path: Optional[Path] = None,
+    background: Optional[tuple[float, float, float]] = None,
+    normalization: Optional["Normalization"] = None,
     block: bool = True,
 ) -> "ViewerServer":
     """Start the viewer on http://host:port (the next free port if taken).
@@ -37,15 +39,19 @@ def serve(
     Give a `model` (static view) or a `feed` (live training; renders its newest publish),
     optionally the training `cameras` (normalized frame, drawn as clickable frustums) and
     the initial `points` (P 3, colours P 3 uint8 or None). `crop_path` is where the crop
-    box is saved (JSON). With `block=False` it returns the running `ViewerServer`
+    box is saved (JSON; in the normalized frame, and in original coordinates when
+    `normalization` is given). `background` (RGB in [0, 1]) is the initial render
+    background. A non-loopback `host` prints a warning to stderr. With `block=False` it returns the running `ViewerServer`
     (`.url`, `.port`, `.stop()`); with `block=True` it serves until Ctrl-C.
     """
-    from .server import ViewerServer
+    from .server import ViewerServer, warn_if_exposed
 
     server = ViewerServer(
         model=model, feed=feed, cameras=cameras, points=points, host=host, port=port,
-        client_splats=client_splats, crop_path=crop_path,
+        client_splats=client_splats, crop_path=crop_path, background=background,
+        normalization=normalization,
     )
+    warn_if_exposed(host, server.port)
     if block:
         server.wait()
     return server

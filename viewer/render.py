@@ -1,0 +1,194 @@
+"""Pure functions between a browser camera and a rendered frame (no viser in here).
+
+viser reports a client camera as `wxyz` (R_world_camera) and `position`, with OpenCV
+axes (+z look, -y up, +x right): the same convention as our camera-to-world matrices,
+so c2w = [R(wxyz) | position] with no axis flip. `fov` is the *vertical* field of view.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+
+Output = Literal["RGB", "Depth", "Alpha"]
+OUTPUTS: tuple[Output, ...] = ("RGB", "Depth", "Alpha")
+
+
+def quat_to_rotmat(wxyz: np.ndarray) -> np.ndarray:
+    """Unit quaternion (w x y z) -> 3 3 rotation matrix."""
+    w, x, y, z = np.asarray(wxyz, dtype=np.float64) / np.linalg.norm(wxyz)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def rotmat_to_quat(R: np.ndarray) -> np.ndarray:
+    """3 3 rotation matrix -> unit quaternion (w x y z), w >= 0."""
+    R = np.asarray(R, dtype=np.float64)
+    t = np.trace(R)
+    if t > 0:
+        s = 2.0 * math.sqrt(t + 1.0)
+        q = [0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
+    else:
+        i = int(np.argmax(np.diag(R)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * math.sqrt(max(1.0 + R[i, i] - R[j, j] - R[k, k], 1e-12))
+        q = [0.0] * 4
+        q[0] = (R[k, j] - R[j, k]) / s
+        q[1 + i] = 0.25 * s
+        q[1 + j] = (R[j, i] + R[i, j]) / s
+        q[1 + k] = (R[k, i] + R[i, k]) / s
+    q = np.asarray(q)
+    return q * (1.0 if q[0] >= 0 else -1.0) / np.linalg.norm(q)
+
+
+@dataclass(frozen=True)
+class ViewCamera:
+    """A browser camera: c2w (4 4, OpenCV axes), vertical fov (radians), aspect W/H."""
+
+    c2w: np.ndarray
+    fov_y: float
+    aspect: float
+
+    @classmethod
+    def from_viser(cls, wxyz, position, fov: float, image_width: int, image_height: int) -> "ViewCamera":
+        """Raises ValueError for a degenerate camera (NaN pose, fov outside (0, pi), no size)."""
+        wxyz = np.asarray(wxyz, dtype=np.float64)
+        position = np.asarray(position, dtype=np.float64)
+        if wxyz.shape != (4,) or position.shape != (3,):
+            raise ValueError(f"camera pose has wrong shape: wxyz {wxyz.shape}, position {position.shape}")
+        if not (np.isfinite(wxyz).all() and np.isfinite(position).all()) or np.linalg.norm(wxyz) < 1e-8:
+            raise ValueError("camera pose is not finite")
+        fov = float(fov)
+        if not (math.isfinite(fov) and 1e-4 < fov < math.pi - 1e-4):
+            raise ValueError(f"camera fov {fov!r} is outside (0, pi)")
+        if not (image_width and image_height) or image_width <= 0 or image_height <= 0:
+            raise ValueError(f"camera image size {image_width}x{image_height} is empty")
+        aspect = float(image_width) / float(image_height)
+        if not (math.isfinite(aspect) and 1e-3 < aspect < 1e3):
+            raise ValueError(f"camera aspect {aspect!r} is degenerate")
+        c2w = np.eye(4)
+        c2w[:3, :3] = quat_to_rotmat(wxyz)
+        c2w[:3, 3] = position
+        return cls(c2w, fov, aspect)
+
+
+def frame_size(aspect: float, max_res: int, scale: float = 1.0) -> tuple[int, int]:
+    """(W, H) with the long side max_res * scale (at least 16 px), keeping the aspect."""
+    long_side = max(16, int(round(max_res * min(max(scale, 0.0), 1.0))))
+    if aspect >= 1.0:
+        return long_side, max(8, int(round(long_side / aspect)))
+    return max(8, int(round(long_side * aspect))), long_side
+
+
+def intrinsics(fov_y: float, width: int, height: int) -> np.ndarray:
+    """3 3 pinhole K for a vertical fov, square pixels, centred principal point."""
+    fy = 0.5 * height / math.tan(0.5 * fov_y)
+    return np.array([[fy, 0.0, 0.5 * width], [0.0, fy, 0.5 * height], [0.0, 0.0, 1.0]])
+
+
+# Turbo colormap, Mikhailov's polynomial fit (Google, 2019): no matplotlib needed.
+_TURBO_R = (0.13572138, 4.61539260, -42.66032258, 132.13108234, -152.94239396, 59.28637943)
+_TURBO_G = (0.09140261, 2.19418839, 4.84296658, -14.18503333, 4.27729857, 2.82956604)
+_TURBO_B = (0.10667330, 12.64194608, -60.58204836, 110.36276771, -89.90310912, 27.34824973)
+
+
+def turbo(x: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (any shape) -> float RGB in [0, 1] (shape + (3,))."""
+    x = np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0)
+    powers = np.stack([x**i for i in range(6)], -1)
+    rgb = np.stack([powers @ np.asarray(c, np.float32) for c in (_TURBO_R, _TURBO_G, _TURBO_B)], -1)
+    return np.clip(rgb, 0.0, 1.0)
+
+
+def colorize_depth(depth: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """H W depth (expected depth) and H W alpha -> H W 3 float: turbo over the robust
+    (2nd..98th percentile) range of covered pixels, blended onto `background` by alpha."""
+    covered = alpha > 0.2
+    if covered.any():
+        lo, hi = np.percentile(depth[covered], [2, 98])
+    else:
+        lo, hi = 0.0, 1.0
+    t = (depth - lo) / max(hi - lo, 1e-6)
+    a = alpha[..., None]
+    return turbo(t) * a + np.asarray(background, np.float32) * (1 - a)
+
+
+@dataclass
+class RenderSettings:
+    output: Output = "RGB"
+    max_res: int = 1024
+    sh_degree: int = 3
+    background: tuple[float, float, float] = (0.0, 0.0, 0.0)  # in [0, 1]
+    near: float = 0.01
+    far: float = 1000.0
+
+
+def render_frame(model, cam: ViewCamera, width: int, height: int, settings: RenderSettings) -> np.ndarray:
+    """Render `model` (a SplatModel) from `cam` at width x height -> uint8 H W 3.
+
+    Tensors go to the model's own device, so the rasterizer picks gsplat on CUDA and the
+    reference backend on CPU."""
+    device = model.means.device
+    viewmat = torch.as_tensor(np.linalg.inv(cam.c2w), dtype=torch.float32, device=device)[None]
+    K = torch.as_tensor(intrinsics(cam.fov_y, width, height), dtype=torch.float32, device=device)[None]
+    bg = np.asarray(settings.background, np.float32)
+    mode = "RGB" if settings.output == "RGB" else "RGB+ED"
+    with torch.no_grad():
+        out = model.render(
+            viewmat, K, width, height, sh_degree=settings.sh_degree,
+            backgrounds=torch.as_tensor(bg, device=device)[None], render_mode=mode,
+            near_plane=float(settings.near), far_plane=float(settings.far),
+        )
+    alpha = out.alphas[0, ..., 0].float().cpu().numpy()
+    if settings.output == "RGB":
+        img = out.colors[0, ..., :3].float().cpu().numpy()
+    elif settings.output == "Alpha":
+        img = np.repeat(alpha[..., None], 3, axis=-1)
+    else:
+        img = colorize_depth(out.colors[0, ..., 3].float().cpu().numpy(), alpha, bg)
+    return (np.clip(np.nan_to_num(img), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+class AdaptiveResolution:
+    """Picks the render scale while the camera moves, from measured render time.
+
+    Render time is close to linear in pixels, so it keeps an EMA of seconds per pixel
+    and asks for as many pixels as fit the frame budget (1 / target_fps). When the
+    camera has been still for `settle_s`, the full-resolution frame is due.
+    """
+
+    def __init__(self, target_fps: float = 12.0, settle_s: float = 0.3,
+                 min_scale: float = 0.125, first_scale: float = 0.25):
+        self.target_fps = target_fps
+        self.settle_s = settle_s
+        self.min_scale = min_scale
+        self.first_scale = first_scale
+        self.s_per_px: Optional[float] = None
+
+    def observe(self, seconds: float, pixels: int) -> None:
+        v = seconds / max(pixels, 1)
+        self.s_per_px = v if self.s_per_px is None else 0.7 * self.s_per_px + 0.3 * v
+
+    def moving_scale(self, full_pixels: int) -> float:
+        """Scale (0..1] of the long side for a frame while moving."""
+        if self.s_per_px is None:
+            return self.first_scale
+        budget_px = (1.0 / self.target_fps) / self.s_per_px
+        return float(min(1.0, max(self.min_scale, math.sqrt(budget_px / max(full_pixels, 1)))))
+
+    def is_still(self, last_move: float, now: Optional[float] = None) -> bool:
+        return ((time.monotonic() if now is None else now) - last_move) >= self.settle_s
+
+
+__all__ = [
+    "ViewCamera", "RenderSettings", "AdaptiveResolution", "render_frame", "frame_size",
+    "intrinsics", "turbo", "colorize_depth", "quat_to_rotmat", "rotmat_to_quat", "OUTPUTS",
+]

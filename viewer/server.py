@@ -1,0 +1,542 @@
+"""The viser app: per-client server-side rendering, or splats sent to the browser.
+
+One render worker thread per connected client. The worker always renders the client's
+*current* camera, so camera messages that arrive while it renders are coalesced (the
+latest camera wins; stale ones are never rendered). While the camera moves it renders
+at a scale chosen from the measured render time (`AdaptiveResolution`) and a low JPEG
+quality; once the camera has been still for ~0.3 s it renders full resolution at high
+quality, once. A live feed re-renders when a new version is published (throttled).
+Errors on one client (it disconnected mid-frame, sent a degenerate camera) are logged
+once and skipped; the server keeps running.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from .live import LiveFeed
+from .render import (
+    OUTPUTS, AdaptiveResolution, RenderSettings, ViewCamera, frame_size, render_frame,
+    rotmat_to_quat,
+)
+from .splats import CropBox, browser_splats, crop_model, model_from_activated
+
+log = logging.getLogger("splatlab.viewer")
+
+MOVING_JPEG_QUALITY = 55
+STILL_JPEG_QUALITY = 92
+LIVE_RERENDER_S = 0.5  # at most this often per client when only the live model changed
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Once:
+    """Log each distinct problem once (a client sending NaN cameras at 60 Hz must not
+    flood the terminal)."""
+
+    def __init__(self):
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, key: str, msg: str) -> None:
+        with self._lock:
+            if key in self._seen:
+                return
+            self._seen.add(key)
+        log.warning(msg)
+
+
+class _ClientSession:
+    def __init__(self, viewer: "ViewerServer", client):
+        self.viewer = viewer
+        self.client = client
+        self.wake = threading.Event()
+        self.stopped = threading.Event()
+        self.last_move = time.monotonic()
+        self.policy = AdaptiveResolution(target_fps=viewer.target_fps)
+        self._last_key: Any = None
+        self._last_full_key: Any = None
+        self._last_sent = 0.0
+        self.frames_sent = 0
+        self.thread = threading.Thread(target=self._loop, daemon=True,
+                                       name=f"viewer-client-{client.client_id}")
+        client.camera.on_update(self._on_camera)
+        self.thread.start()
+
+    def _on_camera(self, _camera) -> None:
+        self.last_move = time.monotonic()
+        self.wake.set()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.wake.set()
+
+    def _camera(self) -> Optional[ViewCamera]:
+        cam = self.client.camera
+        try:
+            return ViewCamera.from_viser(cam.wxyz, cam.position, cam.fov, cam.image_width, cam.image_height)
+        except (ValueError, ZeroDivisionError, AssertionError) as e:
+            self.viewer._once(f"cam{self.client.client_id}",
+                              f"client {self.client.client_id}: skipping degenerate camera ({e})")
+            return None
+
+    def _loop(self) -> None:
+        while not self.stopped.is_set():
+            self.wake.wait(timeout=0.05)
+            self.wake.clear()
+            if self.stopped.is_set():
+                break
+            try:
+                self._step()
+            except Exception as e:  # noqa: BLE001 - one bad frame must not kill the worker
+                if self.stopped.is_set():
+                    break
+                self.viewer._once(f"err{self.client.client_id}:{type(e).__name__}",
+                                  f"client {self.client.client_id}: frame skipped ({type(e).__name__}: {e})")
+                time.sleep(0.1)
+
+    def _step(self) -> None:
+        viewer = self.viewer
+        cam = self._camera()
+        if cam is None:
+            return
+        model, version = viewer.current_model()
+        if model is None:
+            return
+        settings = viewer.settings
+        key = (cam.c2w.tobytes(), cam.fov_y, cam.aspect, settings, version)
+        if key == self._last_full_key:
+            return
+        now = time.monotonic()
+        still = self.policy.is_still(self.last_move, now)
+        if self._last_key is not None and key[:-1] == self._last_key[:-1] and version != self._last_key[-1]:
+            # Only the live model changed: keep re-renders cheap for a training run.
+            if now - self._last_sent < LIVE_RERENDER_S:
+                return
+        canvas_long = max(int(self.client.camera.image_width), int(self.client.camera.image_height))
+        max_res = max(16, min(int(settings.max_res), canvas_long))
+        full_w, full_h = frame_size(cam.aspect, max_res, 1.0)
+        if still:
+            scale, quality = 1.0, STILL_JPEG_QUALITY
+        else:
+            if key == self._last_key:
+                return  # this exact low-res frame is already on screen; wait for "still"
+            scale, quality = self.policy.moving_scale(full_w * full_h), MOVING_JPEG_QUALITY
+        w, h = frame_size(cam.aspect, max_res, scale)
+        t0 = time.perf_counter()
+        img = render_frame(model, cam, w, h, settings)
+        dt = time.perf_counter() - t0
+        self.policy.observe(dt, w * h)
+        if self.stopped.is_set():
+            return
+        self.client.scene.set_background_image(img, format="jpeg", jpeg_quality=quality)
+        self._last_sent = time.monotonic()
+        self._last_key = key
+        if scale >= 1.0:
+            self._last_full_key = key
+        self.frames_sent += 1
+        viewer._record_frame(dt, (w, h))
+
+
+class ViewerServer:
+    """See `splatlab.viewer.serve`."""
+
+    target_fps = 12.0
+
+    def __init__(
+        self,
+        model=None,
+        *,
+        feed: Optional[LiveFeed] = None,
+        cameras=None,
+        points: Optional[tuple[np.ndarray, Optional[np.ndarray]]] = None,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        client_splats: bool = False,
+        crop_path: Optional[Path] = None,
+        background: Optional[tuple[float, float, float]] = None,
+        normalization=None,
+        verbose: bool = False,
+    ):
+        if model is None and feed is None:
+            raise ValueError("serve() needs a model or a live feed")
+        import viser
+
+        self.model, self.feed = model, feed
+        self.cameras = cameras
+        self.client_splats = client_splats
+        self.crop_path = None if crop_path is None else Path(crop_path)
+        self.normalization = normalization
+        self._once = _Once()
+        self._lock = threading.Lock()
+        self._sessions: dict[int, _ClientSession] = {}
+        self._model_cache: tuple[Any, Any] = (None, None)  # ((version, crop), model)
+        self._frame_times: collections.deque = collections.deque(maxlen=240)
+        self._last_render_s = 0.0
+        self._last_size = (0, 0)
+        self._stopped = threading.Event()
+
+        on_gpu = self._source_device().type == "cuda"
+        self.settings = RenderSettings(
+            max_res=1024 if on_gpu else 512,
+            sh_degree=self._max_sh_degree(),
+            background=tuple(background) if background is not None else (0.0, 0.0, 0.0),
+        )
+        self.crop = CropBox()
+        self.crop = self._load_crop()
+
+        # viser moves on to the next port itself when one is taken; we report the bound one.
+        self.server = viser.ViserServer(host=host, port=port, verbose=verbose)
+        self.host = host
+        self.port = int(self.server.get_port())
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
+        self.url = f"http://{shown}:{self.port}"
+        self.loopback_only = is_loopback(host)
+
+        self._setup_scene(points)
+        self._setup_gui()
+        self.server.on_client_connect(self._on_connect)
+        self.server.on_client_disconnect(self._on_disconnect)
+        self._stats_thread = threading.Thread(target=self._stats_loop, daemon=True, name="viewer-stats")
+        self._stats_thread.start()
+        if client_splats:
+            self._splat_version: Any = object()
+            self._send_splats()
+
+    # ---- model source -------------------------------------------------------------
+    def _source_device(self) -> torch.device:
+        if self.model is not None:
+            return self.model.means.device
+        latest = self.feed.latest()
+        return latest[0]["means"].device if latest else torch.device("cpu")
+
+    def _max_sh_degree(self) -> int:
+        if self.model is not None:
+            return int(self.model.sh_degree)
+        latest = self.feed.latest()
+        if latest is None:
+            return 3
+        k = latest[0]["sh"].shape[1]
+        return int(round(math.sqrt(k))) - 1
+
+    def current_model(self):
+        """(renderable SplatModel with the crop applied, version) or (None, None)."""
+        if self.model is not None:
+            base, version = self.model, 0
+        else:
+            latest = self.feed.latest()
+            if latest is None:
+                return None, None
+            splats, sh_degree, _, version = latest
+            base = None
+        crop = self.crop if self.crop.enabled else None
+        cache_key = (version, crop)
+        with self._lock:
+            key, cached = self._model_cache
+            if key == cache_key:
+                return cached, version
+        if base is None:
+            base = model_from_activated(splats, sh_degree)
+        model = crop_model(base, crop)
+        with self._lock:
+            self._model_cache = (cache_key, model)
+        return model, version
+
+    # ---- scene ---------------------------------------------------------------------
+    def _setup_scene(self, points) -> None:
+        scene = self.server.scene
+        self.frustums = []
+        self.point_cloud = None
+        extent = 1.0
+        if self.cameras is not None and len(self.cameras) > 0:
+            c2w = self.cameras.camtoworlds.double().cpu().numpy()
+            centers = c2w[:, :3, 3]
+            extent = float(np.linalg.norm(centers - centers.mean(0), axis=-1).max()) or 1.0
+            # Scene up = mean camera up (-y in OpenCV axes): right for captures taken upright.
+            up = -c2w[:, :3, 1].mean(0)
+            if np.linalg.norm(up) > 1e-6:
+                up = up / np.linalg.norm(up)
+                scene.set_up_direction(tuple(float(v) for v in up))
+            for i in range(len(self.cameras)):
+                H, W = float(self.cameras.height[i]), float(self.cameras.width[i])
+                fov = 2.0 * math.atan(0.5 * H / float(self.cameras.fy[i]))
+                handle = scene.add_camera_frustum(
+                    f"/cameras/{i:04d}", fov=fov, aspect=W / H, scale=0.06 * extent,
+                    wxyz=rotmat_to_quat(c2w[i, :3, :3]), position=c2w[i, :3, 3],
+                    color=(230, 120, 40), visible=False,
+                )
+                handle.on_click(self._make_jump(i, fov))
+                self.frustums.append(handle)
+            self._set_initial_camera(c2w[0], fov=2.0 * math.atan(0.5 * float(self.cameras.height[0]) / float(self.cameras.fy[0])),
+                                     target=self._scene_center())
+        if points is not None and points[0] is not None and len(points[0]) > 0:
+            pts = np.asarray(points[0], dtype=np.float32)
+            cols = points[1] if points[1] is not None else np.full((len(pts), 3), 200, np.uint8)
+            self.point_cloud = scene.add_point_cloud(
+                "/init_points", points=pts, colors=np.asarray(cols, np.uint8),
+                point_size=0.004 * extent * 5, visible=False,
+            )
+        self.crop_box = scene.add_box("/crop_box", color=(255, 60, 60), dimensions=(1, 1, 1),
+                                      wireframe=True, visible=False)
+        self._update_crop_box()
+
+    def _scene_center(self) -> np.ndarray:
+        model, _ = self.current_model()
+        if model is None or model.num_gaussians == 0:
+            return np.zeros(3)
+        return model.means.detach().float().median(0).values.cpu().numpy().astype(np.float64)
+
+    def _set_initial_camera(self, c2w: np.ndarray, fov: float, target: np.ndarray) -> None:
+        fwd = c2w[:3, 2]
+        dist = float(np.dot(target - c2w[:3, 3], fwd))
+        ic = self.server.initial_camera
+        ic.position = tuple(float(v) for v in c2w[:3, 3])
+        ic.look_at = tuple(float(v) for v in c2w[:3, 3] + fwd * max(dist, 1e-3))
+        ic.up = tuple(float(v) for v in -c2w[:3, 1])
+        ic.fov = float(fov)
+
+    def _make_jump(self, i: int, fov: float):
+        def jump(event) -> None:
+            c2w = self.cameras.camtoworlds[i].double().cpu().numpy()
+            self.move_client_camera(event.client, c2w, fov)
+
+        return jump
+
+    def move_client_camera(self, client, c2w: np.ndarray, fov: float) -> None:
+        """Put a client's camera at c2w (OpenCV axes) with vertical fov (radians)."""
+        fwd = c2w[:3, 2]
+        dist = max(float(np.dot(self._scene_center() - c2w[:3, 3], fwd)), 1e-2)
+        with client.atomic():
+            client.camera.fov = float(fov)
+            client.camera.position = c2w[:3, 3]
+            client.camera.wxyz = rotmat_to_quat(c2w[:3, :3])
+            client.camera.look_at = c2w[:3, 3] + fwd * dist
+            client.camera.up_direction = -c2w[:3, 1]
+
+    # ---- GUI -----------------------------------------------------------------------
+    def _setup_gui(self) -> None:
+        gui = self.server.gui
+        self.stats_md = gui.add_markdown("starting...")
+        if self.feed is not None:
+            pause = gui.add_button("Pause training")
+            resume = gui.add_button("Resume training")
+            pause.on_click(lambda _: self.feed.pause())
+            resume.on_click(lambda _: self.feed.resume())
+        if not self.client_splats:
+            with gui.add_folder("Render"):
+                out = gui.add_dropdown("Output", OUTPUTS, initial_value=self.settings.output)
+                res = gui.add_slider("Max resolution", min=128, max=4096, step=64, initial_value=self.settings.max_res)
+                sh = gui.add_slider("SH degree", min=0, max=max(self.settings.sh_degree, 1), step=1,
+                                    initial_value=self.settings.sh_degree)
+                bg = gui.add_rgb("Background", tuple(int(round(255 * c)) for c in self.settings.background))
+                near = gui.add_number("Near", initial_value=self.settings.near, min=1e-4, step=0.01)
+                far = gui.add_number("Far", initial_value=self.settings.far, min=1e-3, step=1.0)
+
+            def update(_=None) -> None:
+                import dataclasses
+
+                near_v = float(near.value)
+                far_v = max(float(far.value), near_v + 1e-3)
+                self.settings = dataclasses.replace(
+                    self.settings, output=out.value, max_res=int(res.value), sh_degree=int(sh.value),
+                    background=tuple(float(c) / 255.0 for c in bg.value), near=near_v, far=far_v,
+                )
+                self._wake_all()
+
+            for h in (out, res, sh, bg, near, far):
+                h.on_update(update)
+        with gui.add_folder("Scene"):
+            if self.frustums:
+                show_cams = gui.add_checkbox("Training cameras", initial_value=False,
+                                             hint="Click a frustum to look through it.")
+
+                @show_cams.on_update
+                def _(_) -> None:
+                    for f in self.frustums:
+                        f.visible = show_cams.value
+
+            if self.point_cloud is not None:
+                show_pts = gui.add_checkbox("Initial points", initial_value=False)
+
+                @show_pts.on_update
+                def _(_) -> None:
+                    self.point_cloud.visible = show_pts.value
+
+        with gui.add_folder("Crop box"):
+            enabled = gui.add_checkbox("Crop", initial_value=self.crop.enabled)
+            lo = gui.add_vector3("Min", initial_value=self.crop.lo, step=0.01)
+            hi = gui.add_vector3("Max", initial_value=self.crop.hi, step=0.01)
+            hint = f"Saved to {self.crop_path}" if self.crop_path else "Not saved (no run folder)."
+            gui.add_markdown(f"<small>{hint}</small>")
+
+            def crop_update(_=None) -> None:
+                a, b = np.asarray(lo.value, float), np.asarray(hi.value, float)
+                self.set_crop(CropBox(bool(enabled.value), tuple(np.minimum(a, b)), tuple(np.maximum(a, b))))
+
+            for h in (enabled, lo, hi):
+                h.on_update(crop_update)
+
+    def set_crop(self, crop: CropBox) -> None:
+        self.crop = crop
+        self._update_crop_box()
+        self._save_crop()
+        if self.client_splats:
+            self._send_splats()
+        self._wake_all()
+
+    def _update_crop_box(self) -> None:
+        lo, hi = np.asarray(self.crop.lo), np.asarray(self.crop.hi)
+        self.crop_box.position = tuple((lo + hi) / 2)
+        self.crop_box.scale = tuple(np.maximum(hi - lo, 1e-6))
+        self.crop_box.visible = self.crop.enabled
+
+    def _load_crop(self) -> CropBox:
+        if self.crop_path is not None and self.crop_path.exists():
+            try:
+                return CropBox.from_json(json.loads(self.crop_path.read_text()))
+            except (ValueError, KeyError, TypeError) as e:
+                self._once("crop", f"{self.crop_path}: ignoring unreadable crop box ({e})")
+        model, _ = self.current_model()
+        if model is not None and model.num_gaussians > 0:
+            # Default box: the 1st..99th percentile of the means (a subsample keeps it cheap).
+            m = model.means.detach().float().cpu().numpy()[:: max(1, model.num_gaussians // 100000)]
+            lo, hi = np.percentile(m, 1, axis=0), np.percentile(m, 99, axis=0)
+            return CropBox(False, tuple(float(v) for v in lo), tuple(float(v) for v in hi))
+        return CropBox()
+
+    def _save_crop(self) -> None:
+        if self.crop_path is None:
+            return
+        try:
+            self.crop_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".viewer_crop.", suffix=".tmp", dir=self.crop_path.parent)
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(self.crop.to_json(self.normalization), indent=2) + "\n")
+            os.replace(tmp, self.crop_path)
+        except OSError as e:
+            self._once("cropsave", f"{self.crop_path}: could not save the crop box ({e.strerror})")
+
+    # ---- clients -------------------------------------------------------------------
+    def _on_connect(self, client) -> None:
+        if self.client_splats:
+            return
+        session = _ClientSession(self, client)
+        with self._lock:
+            self._sessions[client.client_id] = session
+
+    def _on_disconnect(self, client) -> None:
+        with self._lock:
+            session = self._sessions.pop(client.client_id, None)
+        if session is not None:
+            session.stop()
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for s in sessions:
+            s.wake.set()
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.server.get_clients())
+
+    def _record_frame(self, seconds: float, size: tuple[int, int]) -> None:
+        with self._lock:
+            self._frame_times.append(time.monotonic())
+            self._last_render_s = seconds
+            self._last_size = size
+
+    def _send_splats(self) -> None:
+        model, version = self.current_model()
+        if model is None:
+            return
+        self._splat_version = version
+        arrays = browser_splats(model)
+        self.server.scene.add_gaussian_splats("/splats", **arrays)
+
+    def _stats_loop(self) -> None:
+        last_md = None
+        while not self._stopped.wait(0.5):
+            try:
+                if self.client_splats and self.feed is not None:
+                    v = self.feed.version
+                    if v != self._splat_version and v > 0:
+                        self._send_splats()
+                md = self._stats_markdown()
+                if md != last_md:
+                    self.stats_md.content = md
+                    last_md = md
+            except Exception as e:  # noqa: BLE001
+                self._once(f"stats{type(e).__name__}", f"viewer stats: {type(e).__name__}: {e}")
+
+    def _stats_markdown(self) -> str:
+        now = time.monotonic()
+        with self._lock:
+            fps = sum(1 for t in self._frame_times if now - t <= 2.0) / 2.0
+            render_ms, size = 1000 * self._last_render_s, self._last_size
+        model, _ = self.current_model()
+        n = 0 if model is None else model.num_gaussians
+        lines = [f"**Gaussians** {n:,}"]
+        if not self.client_splats:
+            lines.append(f"**Render** {fps:.1f} frames/s, last {render_ms:.0f} ms at {size[0]}x{size[1]}")
+        if self.feed is not None:
+            latest = self.feed.latest()
+            stats = latest[2] if latest else {}
+            parts = []
+            for k, fmt in (("step", "{:,}"), ("loss", "{:.4f}"), ("steps_per_s", "{:.1f}")):
+                if k in stats:
+                    parts.append(f"**{k.replace('_', ' ')}** " + fmt.format(stats[k]))
+            parts += [f"**{k}** {v}" for k, v in stats.items() if k not in ("step", "loss", "steps_per_s")]
+            parts.append("**paused**" if self.feed.is_paused() else "training")
+            lines.append(" · ".join(parts))
+        return "  \n".join(lines)
+
+    # ---- lifecycle -----------------------------------------------------------------
+    def wait(self) -> None:
+        """Serve until Ctrl-C (or `stop()` from another thread)."""
+        try:
+            while not self._stopped.wait(0.5):
+                pass
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        if self._stopped.is_set() and not self._sessions:
+            return
+        self._stopped.set()
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for s in sessions:
+            s.stop()
+        self.server.stop()
+
+
+def warn_if_exposed(host: str, port: int, stream=sys.stderr) -> None:
+    if not is_loopback(host):
+        print(f"warning: the viewer listens on {host}:{port}, beyond this machine; anyone who can "
+              "reach it can see the scene (use --host 127.0.0.1 to keep it local)", file=stream)
+
+
+__all__ = ["ViewerServer", "is_loopback", "warn_if_exposed"]
