@@ -3,7 +3,10 @@
 `FORMATS` is an explicit, ordered registry: each module has `sniff(path) -> bool` and
 `load(path, *, downscale=1, test_every=8, background=None) -> Scene`. `load_scene` asks
 them in order and loads with the first that recognises the path. Adding a format means
-one module and one line here.
+one module and one line here. Order matters where a folder fits several formats: a
+COLMAP model wins over LLFF's poses_bounds.npy (both are in `beer/`), Blender's
+transforms_train.json over a plain transforms.json, and a bare image folder comes last.
+Shared conventions (normalization, split, downscale, cache): see `common.py`.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from . import demo
+from . import blender, colmap, demo, images, llff, nerfstudio
+from .common import warn
 from .types import Cameras, ImageSet, Mesh, Normalization, Scene, SceneError
 
-FORMATS = [demo]
+FORMATS = [demo, colmap, blender, nerfstudio, llff, images]
 
 
 def find_format(path: Path | str | None):
@@ -35,8 +39,12 @@ def load_scene(
     test_every: int = 8,
     background: Optional[tuple[float, float, float]] = None,
 ) -> Scene:
-    """Load a scene from disk (`None` or "demo": the built-in procedural scene)."""
-    return find_format(path).load(path, downscale=downscale, test_every=test_every, background=background)
+    """Load a scene from disk (`None` or "demo": the built-in procedural scene). Images
+    load lazily; the scene's warnings are printed once, here."""
+    scene = find_format(path).load(path, downscale=downscale, test_every=test_every, background=background)
+    for w in scene.warnings:
+        warn(w)
+    return scene
 
 
 __all__ = ["FORMATS", "Cameras", "ImageSet", "Mesh", "Normalization", "Scene", "SceneError", "find_format", "load_scene"]

@@ -209,6 +209,10 @@ class Scene:
     warnings: list[str] = field(default_factory=list)
     # Ground-truth geometry in the normalized frame, where known (the demo scene).
     mesh: Optional[Mesh] = None
+    # Facts about the files as they are on disk, for `splatlab info` (plain JSON values):
+    # "source_sizes" [[w, h], ...] per image before any undistortion/downscale,
+    # "camera_models" {model: count}, "image_dir" the folder the pixels come from.
+    meta: dict = field(default_factory=dict)
 
     @property
     def extent(self) -> float:

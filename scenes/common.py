@@ -1,0 +1,387 @@
+"""What every posed-image format shares once its own file is parsed: image checks,
+downscaling, undistortion, the persistent cache, normalization and the train/test split.
+
+A format module turns its files into a list of `Frame`s (image path, OpenCV
+camera-to-world in the dataset's own frame, intrinsics as declared) and calls
+`build_scene`. Conventions:
+
+* Intrinsics are canonical `Intrinsics`: fx fy cx cy at the resolution of the declared
+  width/height, plus distortion k1 k2 k3 k4 p1 p2 (polynomial radial in r^2..r^8, OpenCV
+  tangential; k4 must be 0, which covers every COLMAP model we accept). Pixel centres sit
+  at +0.5 (COLMAP/OpenCV continuous coordinates), so scaling an image scales fx..cy alike.
+* Distorted cameras are undistorted with pycolmap (blank-free crop, the COLMAP default),
+  so `Scene.cameras` are pinhole and may be a few pixels smaller than the files.
+* Normalization (recorded in `Scene.normalization`): translation plus uniform scale,
+  rotation identity (unless a format declares a rotation, e.g. nerfstudio's
+  `applied_transform`): centre on the mean camera centre and scale so the farthest camera
+  centre is at distance 1. Points are normalized the same way.
+* Split: the dataset's own test split where it has one, else images sorted by file name
+  and every `test_every`-th (indices 0, test_every, ...) held out; test_every <= 0 keeps all
+  for training.
+* Downscale N: an existing complete `images_N/`-style folder is used as is; otherwise
+  images are resized on load. Resized or undistorted images are cached under
+  `$SPLATLAB_CACHE` (default `~/.cache/splatlab`), keyed by a hash of the source file's
+  bytes and the operation, never inside the dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from .types import Cameras, ImageSet, Normalization, Scene, SceneError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """One camera as declared by the dataset (pixels at width x height)."""
+
+    model: str
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    dist: tuple[float, float, float, float, float, float] = (0.0,) * 6  # k1 k2 k3 k4 p1 p2
+
+    @property
+    def distorted(self) -> bool:
+        return any(abs(d) > 0 for d in self.dist)
+
+    def scaled(self, sx: float, sy: float, width: int, height: int) -> "Intrinsics":
+        return Intrinsics(self.model, width, height, self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, self.dist)
+
+
+@dataclass
+class Frame:
+    image: Path  # full-resolution image file
+    c2w: np.ndarray  # 4 4, OpenCV axes, dataset frame
+    intr: Intrinsics
+    name: str = ""  # display name (relative path); defaults to the file name
+
+    def __post_init__(self):
+        self.name = self.name or self.image.name
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SPLATLAB_CACHE", Path.home() / ".cache" / "splatlab"))
+
+
+def warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+# ---- image files ------------------------------------------------------------------
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    from PIL import Image
+
+    if not path.is_file():
+        raise SceneError(path, "image file is missing")
+    try:
+        with Image.open(path) as im:
+            return int(im.size[0]), int(im.size[1])
+    except Exception as e:  # PIL raises several types for bad files
+        raise SceneError(path, f"cannot read image ({type(e).__name__}: {e})") from None
+
+
+def read_image(path: Path) -> np.ndarray:
+    """uint8 H W 3, or H W 4 where the file has alpha."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+            return np.asarray(im.convert("RGBA" if has_alpha else "RGB")).copy()
+    except FileNotFoundError:
+        raise SceneError(path, "image file is missing") from None
+    except Exception as e:
+        raise SceneError(path, f"cannot decode image ({type(e).__name__}: {e})") from None
+
+
+def list_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+
+
+# ---- undistortion (pycolmap) ------------------------------------------------------
+def _colmap_camera(intr: Intrinsics):
+    import pycolmap
+
+    k1, k2, k3, k4, p1, p2 = intr.dist
+    if k4 != 0:
+        raise ValueError("k4 (r^8 radial) distortion is not supported")
+    if k3 == 0:
+        return pycolmap.Camera(model="OPENCV", width=intr.width, height=intr.height,
+                               params=[intr.fx, intr.fy, intr.cx, intr.cy, k1, k2, p1, p2])
+    return pycolmap.Camera(model="FULL_OPENCV", width=intr.width, height=intr.height,
+                           params=[intr.fx, intr.fy, intr.cx, intr.cy, k1, k2, p1, p2, k3, 0, 0, 0])
+
+
+def _undistort_options():
+    import pycolmap
+
+    return pycolmap.UndistortCameraOptions()  # blank-free crop, as `colmap image_undistorter`
+
+
+def undistorted(intr: Intrinsics) -> Intrinsics:
+    """The pinhole camera that undistorted images of `intr` have."""
+    if not intr.distorted:
+        return intr
+    import pycolmap
+
+    cam = pycolmap.undistort_camera(_undistort_options(), _colmap_camera(intr))
+    fx, fy, cx, cy = (float(v) for v in cam.params)
+    return Intrinsics("PINHOLE", int(cam.width), int(cam.height), fx, fy, cx, cy)
+
+
+def undistort_image(img: np.ndarray, intr: Intrinsics) -> np.ndarray:
+    import pycolmap
+
+    cam, opts = _colmap_camera(intr), _undistort_options()
+    out = pycolmap.undistort_image(opts, pycolmap.Bitmap.from_array(np.ascontiguousarray(img[..., :3])), cam)[0].to_array()
+    if img.shape[-1] == 4:
+        a = pycolmap.undistort_image(opts, pycolmap.Bitmap.from_array(np.ascontiguousarray(img[..., 3])), cam)[0].to_array()
+        out = np.concatenate([out.reshape(*out.shape[:2], 3), a.reshape(*out.shape[:2], 1)], -1)
+    return out
+
+
+# ---- the persistent cache ---------------------------------------------------------
+def _cached(src: Path, op: str, make: Callable[[], np.ndarray]) -> np.ndarray:
+    """`make()` once per (source bytes, op), stored as PNG under cache_root()."""
+    from PIL import Image
+
+    try:
+        digest = hashlib.sha1(src.read_bytes()).hexdigest()
+    except OSError as e:
+        raise SceneError(src, f"cannot read image ({e.strerror})") from None
+    key = hashlib.sha1(f"{digest}|{op}".encode()).hexdigest()
+    path = cache_root() / "images" / key[:2] / f"{key}.png"
+    if path.is_file():
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im).copy()
+        except Exception:
+            pass  # a damaged cache entry: remake it
+    img = make()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG", compress_level=1)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only home must not stop training
+        warn(f"{path}: cannot write the image cache ({e.strerror}); set SPLATLAB_CACHE")
+    return img
+
+
+def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    from PIL import Image
+
+    if img.shape[1] == w and img.shape[0] == h:
+        return img
+    return np.asarray(Image.fromarray(img).resize((w, h), Image.Resampling.LANCZOS))
+
+
+# ---- scene assembly ---------------------------------------------------------------
+def normalization_for(centers: np.ndarray, rotation: Optional[np.ndarray] = None,
+                      offset: Optional[np.ndarray] = None) -> Normalization:
+    """Centre on the mean camera centre, scale the farthest one to distance 1. `rotation`,
+    `offset` (x' = rotation x + offset) are applied first where a format declares them."""
+    R = np.eye(3) if rotation is None else np.asarray(rotation, np.float64)
+    b = np.zeros(3) if offset is None else np.asarray(offset, np.float64)
+    c = centers @ R.T + b
+    mean = c.mean(0)
+    radius = float(np.linalg.norm(c - mean, axis=-1).max()) if len(c) else 0.0
+    scale = 1.0 / radius if radius > 1e-9 else 1.0
+    return Normalization(scale=scale, translation=scale * (b - mean), rotation=R)
+
+
+def split_every(n: int, test_every: int) -> tuple[list[int], list[int]]:
+    test = [i for i in range(n) if test_every > 0 and i % test_every == 0]
+    held = set(test)
+    return [i for i in range(n) if i not in held], test
+
+
+@dataclass
+class _Plan:
+    """Where image i's pixels come from and what happens to them on load."""
+
+    src: Path
+    src_intr: Intrinsics  # the (distorted) camera at the source file's resolution
+    work: Intrinsics  # after resize, before undistortion
+    final: Intrinsics  # pinhole, what Scene.cameras say
+
+
+def _choose_images(frames: list[Frame], downscale: int,
+                   downscaled: Optional[Callable[[Path, int], Optional[Path]]],
+                   factors: list[int]) -> tuple[list[Path], int, list[str]]:
+    """Source files and the extra resize factor still needed, preferring a complete
+    pre-downscaled folder. Returns (paths, resize, warnings)."""
+    def complete(f: int) -> Optional[list[Path]]:
+        paths = [fr.image if f == 1 else (downscaled(fr.image, f) if downscaled else None) for fr in frames]
+        return paths if all(p is not None and p.is_file() for p in paths) else None
+
+    options = [(downscale, 1), (1, downscale)] + [(m, downscale // m) for m in sorted(factors) if 1 < m < downscale and downscale % m == 0]
+    for f, r in options:
+        paths = complete(f)
+        if paths is not None:
+            return paths, r, []
+    for m in sorted(factors):
+        paths = complete(m) if m > downscale else None
+        if paths is not None:
+            return paths, 1, [f"full-resolution images are missing; using the 1/{m} copies (downscale {m})"]
+    missing = [fr.image for fr in frames if not fr.image.is_file()]
+    raise SceneError(missing[0], f"image file is missing ({len(missing)} of {len(frames)} images missing)")
+
+
+def build_scene(
+    *,
+    fmt: str,
+    root: Path,
+    frames: list[Frame],
+    downscale: int = 1,
+    test_every: int = 8,
+    test_names: Optional[set[str]] = None,
+    background: Optional[tuple[float, float, float]] = None,
+    points: Optional[np.ndarray] = None,
+    point_colors: Optional[np.ndarray] = None,
+    warnings: Optional[list[str]] = None,
+    downscaled: Optional[Callable[[Path, int], Optional[Path]]] = None,
+    factors: Optional[list[int]] = None,
+    rotation: Optional[np.ndarray] = None,
+    offset: Optional[np.ndarray] = None,
+    source: Optional[Path] = None,
+) -> Scene:
+    """Validate frames, plan the pixels, normalize, split, and return a lazy Scene.
+    `test_names`: the dataset's own test split by frame name (else every test_every-th).
+    `source` is the file errors about the poses should name (e.g. transforms.json)."""
+    if downscale < 1:
+        raise SceneError(root, f"downscale must be >= 1, got {downscale}")
+    if not frames:
+        raise SceneError(source or root, "no images with camera poses")
+    warnings = list(warnings or [])
+    for fr in frames:
+        if fr.c2w.shape != (4, 4) or not np.isfinite(fr.c2w).all():
+            raise SceneError(fr.image, f"camera pose is not a finite 4x4 matrix (NaN/Inf){' in ' + str(source) if source else ''}")
+        i = fr.intr
+        if not all(np.isfinite([i.fx, i.fy, i.cx, i.cy, *i.dist])) or i.fx <= 0 or i.fy <= 0:
+            raise SceneError(fr.image, f"bad intrinsics fx={i.fx} fy={i.fy} cx={i.cx} cy={i.cy}")
+
+    paths, resize, w = _choose_images(frames, downscale, downscaled, factors or [])
+    warnings += w
+    plans: list[_Plan] = []
+    undist_cache: dict[Intrinsics, Intrinsics] = {}
+    source_sizes = []
+    for fr, src in zip(frames, paths):
+        sw, sh = image_size(src)
+        i = fr.intr
+        if src == fr.image:
+            if (sw, sh) != (i.width, i.height):
+                raise SceneError(src, f"image is {sw}x{sh} but its camera says {i.width}x{i.height}")
+            src_intr = i
+        else:  # a pre-downscaled copy: its size says the factor
+            f = i.width / sw
+            if abs(i.width / f - sw) > 1 or abs(i.height / f - sh) > 1.5 or abs(i.height / sh - f) > 0.02 * f:
+                raise SceneError(src, f"image is {sw}x{sh}, which is not a downscaled copy of its {i.width}x{i.height} camera")
+            src_intr = i.scaled(sw / i.width, sh / i.height, sw, sh)
+        source_sizes.append([i.width, i.height])
+        if resize > 1:
+            tw, th = max(1, round(sw / resize)), max(1, round(sh / resize))
+            work = src_intr.scaled(tw / sw, th / sh, tw, th)
+        else:
+            work = src_intr
+        try:
+            if work not in undist_cache:
+                undist_cache[work] = undistorted(work)
+        except ValueError as e:
+            raise SceneError(source or fr.image, str(e)) from None
+        plans.append(_Plan(src, src_intr, work, undist_cache[work]))
+
+    def loader(k: int) -> np.ndarray:
+        p = plans[k]
+        needs_resize = (p.work.width, p.work.height) != (p.src_intr.width, p.src_intr.height)
+        needs_undistort = p.work.distorted
+
+        def make() -> np.ndarray:
+            img = read_image(p.src)
+            if img.shape[1] != p.src_intr.width or img.shape[0] != p.src_intr.height:
+                raise SceneError(p.src, f"image is {img.shape[1]}x{img.shape[0]} but its camera says {p.src_intr.width}x{p.src_intr.height}")
+            if needs_resize:
+                img = _resize(img, p.work.width, p.work.height)
+            if needs_undistort:
+                img = undistort_image(img, p.work)
+            return img
+
+        if not (needs_resize or needs_undistort):
+            return make()
+        op = f"v1|{p.work.width}x{p.work.height}|" + ",".join(f"{v:.9g}" for v in (p.work.fx, p.work.fy, p.work.cx, p.work.cy, *p.work.dist))
+        img = _cached(p.src, op, make)
+        if (img.shape[1], img.shape[0]) != (p.final.width, p.final.height):
+            raise SceneError(p.src, f"processed image is {img.shape[1]}x{img.shape[0]}, expected {p.final.width}x{p.final.height}")
+        return img
+
+    c2w = np.stack([fr.c2w for fr in frames]).astype(np.float64)
+    norm = normalization_for(c2w[:, :3, 3], rotation, offset)
+    c2w_n = c2w.copy()
+    c2w_n[:, :3, :3] = norm.rotation @ c2w[:, :3, :3]
+    c2w_n[:, :3, 3] = norm.apply_points(c2w[:, :3, 3])
+    if points is not None:
+        points = norm.apply_points(np.asarray(points, np.float64).reshape(-1, 3))
+        point_colors = (np.zeros((len(points), 3), np.uint8) if point_colors is None
+                        else np.asarray(point_colors).reshape(-1, 3).astype(np.uint8))
+
+    if test_names is not None:
+        test_idx = [k for k, fr in enumerate(frames) if fr.name in test_names]
+        train_idx = [k for k, fr in enumerate(frames) if fr.name not in test_names]
+    else:
+        train_idx, test_idx = split_every(len(frames), test_every)
+
+    fin = [p.final for p in plans]
+    models = Counter(fr.intr.model for fr in frames)
+    cams = Cameras(
+        camtoworlds=torch.from_numpy(c2w_n).float(),
+        fx=torch.tensor([f.fx for f in fin], dtype=torch.float32),
+        fy=torch.tensor([f.fy for f in fin], dtype=torch.float32),
+        cx=torch.tensor([f.cx for f in fin], dtype=torch.float32),
+        cy=torch.tensor([f.cy for f in fin], dtype=torch.float32),
+        width=torch.tensor([f.width for f in fin], dtype=torch.long),
+        height=torch.tensor([f.height for f in fin], dtype=torch.long),
+        model=",".join(sorted(models)),
+        distortion=torch.tensor([list(fr.intr.dist) for fr in frames], dtype=torch.float32),
+    )
+    image_dirs = Counter(str(p.parent) for p in paths)
+    return Scene(
+        name=root.name,
+        format=fmt,
+        root=root,
+        cameras=cams,
+        images=ImageSet([fr.name for fr in frames], loader, background=background),
+        train_idx=train_idx,
+        test_idx=test_idx,
+        normalization=norm,
+        points=points,
+        point_colors=point_colors,
+        background=background,
+        warnings=warnings,
+        meta={
+            "source_sizes": source_sizes,
+            "camera_models": dict(models),
+            "image_dir": image_dirs.most_common(1)[0][0],
+            "resize_on_load": resize,
+        },
+    )
