@@ -39,6 +39,15 @@ def _initial_points(loaded):
 
 def run(argv: list[str]) -> int:
     args = parse(argv)
+    import logging
+    import os
+
+    # Viewer problems (a bad camera from a browser, a dropped client) are one line each;
+    # --debug also logs every frame sent.
+    logging.basicConfig(level=logging.DEBUG if os.environ.get("SPLATLAB_DEBUG") == "1" else logging.WARNING,
+                        format="%(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("websockets", "asyncio", "PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     import torch
 
     from splatlab.viewer import serve

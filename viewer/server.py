@@ -157,6 +157,8 @@ class _ClientSession:
             self._last_full_key = key
         self.frames_sent += 1
         viewer._record_frame(dt, (w, h))
+        log.debug("frame client=%s %dx%d q=%d render=%.3fs %s", self.client.client_id, w, h, quality, dt,
+                  "full" if scale >= 1.0 else "moving")
 
 
 class ViewerServer:

@@ -1,0 +1,85 @@
+"""`build_html`: one self-contained HTML file that shows a model in any browser.
+
+viser 1.1 ships its whole client as a single-file bundle (client/build/index.html in the
+wheel, ~0.8 MB), and `get_scene_serializer().as_html()` injects the recorded scene as a
+base64 zstd payload (`window.__VISER_EMBED_DATA__`). So the export needs no server and no
+network: the splats are drawn by viser's WebGL Gaussian splat renderer, colour only
+(SH DC -> RGB; view-dependent SH is not supported by viser's splats).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .splats import CropBox, browser_splats, crop_model
+
+
+def solid_background(rgb: tuple[float, float, float]) -> np.ndarray:
+    """A tiny image of one colour: viser stretches background images over the viewport,
+    which is the only way to set a background colour that survives serialization."""
+    return np.tile((np.clip(np.asarray(rgb, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8), (4, 4, 1))
+
+
+def add_static_scene(server, model, cameras=None, background=None, crop: Optional[CropBox] = None) -> None:
+    """Splats (browser-rendered), the start camera and the background onto a viser server."""
+    model = crop_model(model, crop)
+    server.scene.add_gaussian_splats("/splats", **browser_splats(model))
+    if background is not None:
+        server.scene.set_background_image(solid_background(background), format="png")
+    means = model.means.detach().float().cpu().numpy()
+    center = np.median(means, axis=0) if len(means) else np.zeros(3)
+    ic = server.initial_camera
+    if cameras is not None and len(cameras) > 0:
+        c2w = cameras.camtoworlds[0].double().cpu().numpy()
+        up = -cameras.camtoworlds[:, :3, 1].double().mean(0).cpu().numpy()
+        if np.linalg.norm(up) > 1e-6:
+            server.scene.set_up_direction(tuple(float(v) for v in up / np.linalg.norm(up)))
+        fwd = c2w[:3, 2]
+        ic.position = tuple(float(v) for v in c2w[:3, 3])
+        ic.look_at = tuple(float(v) for v in c2w[:3, 3] + fwd * max(float(np.dot(center - c2w[:3, 3], fwd)), 1e-2))
+        ic.up = tuple(float(v) for v in -c2w[:3, 1])
+        ic.fov = 2.0 * math.atan(0.5 * float(cameras.height[0]) / float(cameras.fy[0]))
+    elif len(means):
+        radius = float(np.percentile(np.linalg.norm(means - center, axis=-1), 90)) or 1.0
+        ic.look_at = tuple(float(v) for v in center)
+        ic.position = tuple(float(v) for v in center + radius * np.array([2.0, -2.0, 1.2]))
+
+
+def build_html(model, path: Path | str, *, cameras=None, background=None, crop: Optional[CropBox] = None) -> Path:
+    """Write one self-contained HTML file showing `model` (a SplatModel) to `path`.
+    `cameras` (optional) gives the start view and the up direction; `background` is RGB
+    in [0, 1]; `crop` hides Gaussians outside a box (normalized frame). Returns the path."""
+    import viser
+
+    path = Path(path)
+    # A throwaway server on an OS-chosen loopback port: serialization needs one; its
+    # banner goes nowhere.
+    with contextlib.redirect_stdout(io.StringIO()):
+        server = viser.ViserServer(host="127.0.0.1", port=0, verbose=False)
+    try:
+        add_static_scene(server, model, cameras=cameras, background=background, crop=crop)
+        html = server.get_scene_serializer().as_html()
+    finally:
+        server.stop()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(html)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+__all__ = ["build_html", "add_static_scene", "solid_background"]

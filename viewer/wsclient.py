@@ -1,0 +1,105 @@
+"""A minimal headless viser client (for the benchmark and tests): it sends camera
+messages the way the browser does and counts the background frames it gets back.
+
+Wire format (viser 1.1, infra/_infra.py): the browser sends one msgpack dict per message
+({"type": "ViewerCameraMessage", ...}); the server sends batches as
+[u64 inner length][u64 compressed length][zstd(msgpack {"messages": [...], ...})][binary
+buffers], where array fields are placeholders pointing into the trailing buffers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import msgspec.msgpack
+import numpy as np
+import zstandard
+
+
+def camera_message(wxyz, position, fov: float, width: int, height: int,
+                   look_at=None, up=(0.0, 0.0, 1.0)) -> bytes:
+    wxyz = [float(v) for v in wxyz]
+    position = [float(v) for v in position]
+    if look_at is None:
+        look_at = position  # only used by the browser's orbit controls
+    return msgspec.msgpack.encode({
+        "type": "ViewerCameraMessage", "wxyz": wxyz, "position": position, "fov": float(fov),
+        "near": 0.01, "far": 1000.0, "image_height": int(height), "image_width": int(width),
+        "look_at": [float(v) for v in look_at], "up_direction": [float(v) for v in up],
+    })
+
+
+def decode_batch(raw: bytes) -> list[dict]:
+    inner_len = int.from_bytes(raw[0:8], "little")
+    comp_len = int.from_bytes(raw[8:16], "little")
+    inner = zstandard.ZstdDecompressor().decompress(raw[16 : 16 + comp_len], max_output_size=inner_len)
+    return list(msgspec.msgpack.decode(inner).get("messages", ()))
+
+
+class ViserTestClient:
+    """Connects to ws://host:port with viser's subprotocol; `frames` counts background images."""
+
+    def __init__(self, host: str, port: int, timeout: float = 10.0):
+        import viser
+        from websockets.sync.client import connect
+
+        self.ws = connect(f"ws://{host}:{port}", subprotocols=[f"viser-v{viser.__version__}"],
+                          open_timeout=timeout, max_size=None)
+        self.frames = 0
+        self.frame_times: list[float] = []
+
+    def send_camera(self, wxyz, position, fov: float, width: int, height: int, **kw) -> None:
+        self.ws.send(camera_message(wxyz, position, fov, width, height, **kw))
+
+    def send_raw(self, payload: dict) -> None:
+        self.ws.send(msgspec.msgpack.encode(payload))
+
+    def pump(self, seconds: float) -> int:
+        """Receive for `seconds`; returns background frames received in that time."""
+        end, got = time.monotonic() + seconds, 0
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return got
+            try:
+                raw = self.ws.recv(timeout=left)
+            except TimeoutError:
+                return got
+            if not isinstance(raw, bytes):
+                continue
+            for m in decode_batch(raw):
+                # The connect-time replay holds an empty background (rgb_data None).
+                if m.get("type") == "BackgroundImageMessage" and m.get("rgb_data") is not None:
+                    got += 1
+                    self.frames += 1
+                    self.frame_times.append(time.monotonic())
+
+    def wait_frame(self, timeout: float) -> Optional[float]:
+        """Seconds until the next background frame, or None on timeout."""
+        t0 = time.monotonic()
+        end = t0 + timeout
+        while time.monotonic() < end:
+            if self.pump(min(0.1, end - time.monotonic())):
+                return time.monotonic() - t0
+        return None
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def look_at_wxyz(eye: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """wxyz of an OpenCV camera at `eye` looking at `target` (+z forward, -y up)."""
+    from .render import rotmat_to_quat
+
+    fwd = np.asarray(target, float) - np.asarray(eye, float)
+    fwd /= np.linalg.norm(fwd)
+    right = np.cross(fwd, np.asarray(up, float))
+    if np.linalg.norm(right) < 1e-9:
+        right = np.cross(fwd, [1.0, 0.0, 0.0])
+    right /= np.linalg.norm(right)
+    down = np.cross(fwd, right)
+    return rotmat_to_quat(np.stack([right, down, fwd], -1))
+
+
+__all__ = ["ViserTestClient", "camera_message", "decode_batch", "look_at_wxyz"]
