@@ -1,0 +1,59 @@
+"""`--format html`: one self-contained HTML file that shows the splats in any browser."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UserError
+from .common import ExportArgs, check_output, crop_box
+
+HELP = "self-contained HTML viewer (browser-rendered splats, colour only)"
+SUFFIXES = (".html", ".htm")
+
+
+@dataclass
+class Options(ExportArgs):
+    """A single HTML file (viser's client plus the scene, no server needed) that draws the
+    Gaussians in WebGL: base colour only (view-dependent SH is dropped), starting from the
+    run's first camera. The crop box is --crop-min/--crop-max, else the one saved by
+    `splatlab view` in <run>/viewer_crop.json when it is enabled."""
+
+    use_viewer_crop: bool = True
+    """Honour <run>/viewer_crop.json (saved by `splatlab view`) when no --crop-* is given."""
+
+
+def _crop_normalized(target, opts: Options):
+    from splatlab.viewer.splats import CropBox
+
+    crop = crop_box(opts)  # original coordinates
+    if crop is not None:
+        corners = np.array([[x, y, z] for x in (crop.lo[0], crop.hi[0])
+                            for y in (crop.lo[1], crop.hi[1]) for z in (crop.lo[2], crop.hi[2])])
+        c = target.normalization.apply_points(corners)
+        return CropBox(True, tuple(c.min(0)), tuple(c.max(0)))
+    saved = None if target.run_dir is None else target.run_dir / "viewer_crop.json"
+    if opts.use_viewer_crop and saved is not None and saved.exists():
+        try:
+            box = CropBox.from_json(json.loads(saved.read_text()))
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"unreadable crop box ({e}); fix it or pass --no-use-viewer-crop", saved) from None
+        return box if box.enabled else None
+    return None
+
+
+def export(target, opts: Options) -> str:
+    from splatlab.viewer.html import build_html
+    from splatlab.viewer.splats import crop_model
+
+    check_output(opts.output, SUFFIXES)
+    crop = _crop_normalized(target, opts)
+    n = crop_model(target.model, crop).num_gaussians
+    if n == 0:
+        raise UserError("the crop box contains no Gaussians", opts.output)
+    bg = (target.scene_json or {}).get("background")
+    build_html(target.model, opts.output, cameras=target.cameras(), background=bg, crop=crop)
+    size = opts.output.stat().st_size / 1e6
+    return f"wrote {opts.output} ({n:,} Gaussians, {size:.1f} MB, self-contained HTML)"

@@ -1,0 +1,158 @@
+"""Viewer pieces without a browser: live feed, camera conversion, degenerate cameras,
+splat arrays, crop box, HTML export, and the import rule (viewer never imports app)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from splatlab.renderers.splat import SplatModel
+from splatlab.viewer import LiveFeed
+from splatlab.viewer.render import (
+    AdaptiveResolution, ViewCamera, frame_size, intrinsics, quat_to_rotmat, rotmat_to_quat,
+)
+from splatlab.viewer.splats import CropBox, browser_splats, crop_model, model_from_activated
+
+
+def _model(n=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return SplatModel.random(n, torch.tensor([-1.0, -1, -1]), torch.tensor([1.0, 1, 1]), sh_degree=1, generator=g)
+
+
+def _activated(m):
+    return {"means": m.means.detach(), "quats": m.quats.detach(), "scales": m.scales.detach(),
+            "opacities": m.opacities.detach(), "sh": m.sh.detach()}
+
+
+def test_live_feed_publish_latest_pause():
+    feed = LiveFeed()
+    assert feed.latest() is None and not feed.is_paused()
+    m = _model()
+    s = _activated(m)
+    feed.publish(s, 1, {"step": 10, "loss": 0.5})
+    splats, deg, stats, version = feed.latest()
+    assert splats["means"] is s["means"]  # no copy
+    assert (deg, stats["step"], version) == (1, 10, 1)
+    feed.pause()
+    assert feed.is_paused() and feed.wait_while_paused(0.01) is False
+    threading.Timer(0.05, feed.resume).start()
+    assert feed.wait_while_paused(2.0) is True
+    with pytest.raises(KeyError):
+        feed.publish({"means": s["means"]}, 1, {})
+
+
+def test_model_from_activated_roundtrip():
+    m = _model()
+    r = model_from_activated(_activated(m), 1)
+    for a, b in ((r.means, m.means), (r.scales, m.scales), (r.opacities, m.opacities), (r.sh, m.sh)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_quaternion_roundtrip_and_camera():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        q = rng.normal(size=4)
+        q /= np.linalg.norm(q)
+        q *= np.sign(q[0])
+        np.testing.assert_allclose(rotmat_to_quat(quat_to_rotmat(q)), q, atol=1e-9)
+    cam = ViewCamera.from_viser(q, [1, 2, 3], 0.8, 640, 480)
+    np.testing.assert_allclose(cam.c2w[:3, 3], [1, 2, 3])
+    assert math.isclose(cam.aspect, 640 / 480)
+    K = intrinsics(0.8, 640, 480)
+    assert math.isclose(2 * math.atan(240 / K[1, 1]), 0.8)
+    assert frame_size(640 / 480, 512) == (512, 384)
+    assert frame_size(0.5, 512, 0.25) == (64, 128)
+
+
+@pytest.mark.parametrize("bad", [
+    dict(wxyz=[float("nan")] * 4), dict(position=[0, float("inf"), 0]), dict(fov=0.0),
+    dict(fov=float("nan")), dict(fov=math.pi), dict(width=0), dict(height=0), dict(wxyz=[0, 0, 0, 0]),
+])
+def test_degenerate_cameras_are_rejected(bad):
+    kw = dict(wxyz=[1, 0, 0, 0], position=[0, 0, 0], fov=0.8, width=640, height=480) | bad
+    with pytest.raises(ValueError):
+        ViewCamera.from_viser(kw["wxyz"], kw["position"], kw["fov"], kw["width"], kw["height"])
+
+
+def test_adaptive_resolution_targets_frame_budget():
+    pol = AdaptiveResolution(target_fps=10.0)
+    assert pol.moving_scale(512 * 384) == pol.first_scale
+    pol.observe(0.4, 512 * 384)  # full frame takes 0.4 s: a 0.1 s budget -> half the side
+    assert abs(pol.moving_scale(512 * 384) - 0.5) < 1e-6
+    assert pol.is_still(0.0, now=0.31) and not pol.is_still(0.0, now=0.1)
+
+
+def test_degenerate_camera_from_a_client_is_skipped(caplog):
+    """A session whose browser reports NaN / zero-size cameras logs once and renders nothing."""
+    from splatlab.viewer.server import _ClientSession, _Once
+
+    class Cam:
+        wxyz, position, fov, image_width, image_height = np.full(4, np.nan), np.zeros(3), 0.8, 640, 480
+
+    class Client:
+        client_id, camera = 7, Cam()
+
+    class Viewer:
+        _once = _Once()
+
+        def current_model(self):
+            raise AssertionError("must not render a degenerate camera")
+
+    s = _ClientSession.__new__(_ClientSession)
+    s.viewer, s.client = Viewer(), Client()
+    with caplog.at_level("WARNING", logger="splatlab.viewer"):
+        s._step()
+        Cam.fov, Cam.wxyz = 0.0, np.array([1.0, 0, 0, 0])
+        s._step()
+    assert len([r for r in caplog.records if "degenerate" in r.getMessage()]) == 1
+
+
+def test_crop_box_and_browser_splats():
+    m = _model(200)
+    box = CropBox(True, (-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
+    c = crop_model(m, box)
+    inside = ((m.means.abs() <= 0.5).all(-1)).sum().item()
+    assert c.num_gaussians == inside
+    assert crop_model(m, CropBox(False)).num_gaussians == 200
+    from splatlab.scenes.types import Normalization
+
+    d = box.to_json(Normalization(scale=2.0, translation=np.array([1.0, 0, 0])))
+    assert d["original"]["min"] == [-0.75, -0.25, -0.25] and CropBox.from_json(d) == box
+    a = browser_splats(m)
+    assert a["centers"].shape == (200, 3) and a["covariances"].shape == (200, 3, 3)
+    assert a["opacities"].shape == (200, 1) and 0 <= a["rgbs"].min() and a["rgbs"].max() <= 1
+    # Covariance = R S^2 R^T: its eigenvalues are the squared scales.
+    ev = np.sort(np.linalg.eigvalsh(a["covariances"][0].astype(np.float64)))
+    np.testing.assert_allclose(ev, np.sort(m.scales[0].detach().double().numpy() ** 2), rtol=1e-3)
+
+
+def test_build_html_is_self_contained(tmp_path):
+    from splatlab.viewer.html import build_html
+
+    out = build_html(_model(100), tmp_path / "scene.html", background=(0.2, 0.3, 0.4))
+    text = out.read_text()
+    assert "window.__VISER_EMBED_DATA__=" in text
+    assert "ws://" not in text.split("window.__VISER_EMBED_DATA__")[0][-200:]
+    # No network needed: no external script or stylesheet references.
+    assert 'src="http' not in text and 'href="http' not in text
+
+
+def test_viewer_never_imports_app():
+    root = Path(__file__).resolve().parents[1] / "viewer"
+    for py in root.glob("*.py"):
+        tree = ast.parse(py.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] if node.level == 0 else []
+            for n in names:
+                assert not n.startswith(("splatlab.app", "splatlab.rasterizer")), f"{py.name} imports {n}"
