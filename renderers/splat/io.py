@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from splatlab.rasterizer.sh import sh_bases
 from splatlab.scenes.types import Normalization, SceneError
 
 from .model import SplatModel
@@ -55,29 +56,6 @@ def ply_header(sh_degree: int, n: int) -> bytes:
 # ---- the frame change --------------------------------------------------------------
 
 
-def _sh_basis(degree: int, dirs: Float[Tensor, "M 3"]) -> Float[Tensor, "M K"]:
-    """Real SH bases up to `degree` with gsplat's signs and order (Sloan, JCGT 2013):
-    SH rotation matrices are only right in the rasterizer's own basis."""
-    x, y, z = dirs.unbind(-1)
-    out = [torch.full_like(x, 0.2820947917738781)]
-    if degree >= 1:
-        a = -0.48860251190292
-        out += [a * y, -a * z, a * x]
-    if degree >= 2:
-        z2, c1, s1 = z * z, x * x - y * y, 2 * x * y
-        b = -1.092548430592079 * z
-        out += [0.5462742152960395 * s1, b * y, 0.9461746957575601 * z2 - 0.3153915652525201,
-                b * x, 0.5462742152960395 * c1]
-    if degree >= 3:
-        c2, s2 = x * c1 - y * s1, x * s1 + y * c1
-        tc = -2.285228997322329 * z2 + 0.4570457994644658
-        tb = 1.445305721320277 * z
-        ta = -0.5900435899266435
-        out += [ta * s2, tb * s1, tc * y, z * (1.865881662950577 * z2 - 1.119528997770346),
-                tc * x, tb * c1, ta * c2]
-    return torch.stack(out, dim=-1)
-
-
 def sh_rotation_matrices(R: Float[np.ndarray, "3 3"], degree: int) -> list[Tensor]:
     """Per band l = 1..degree, the (2l+1)x(2l+1) matrix M_l with
     Y_l(R d) = Y_l(d) @ M_l (row vectors), found by least squares on sample directions:
@@ -85,7 +63,8 @@ def sh_rotation_matrices(R: Float[np.ndarray, "3 3"], degree: int) -> list[Tenso
     g = torch.Generator().manual_seed(0)
     d = torch.nn.functional.normalize(torch.randn(256, 3, generator=g, dtype=torch.float64), dim=-1)
     Rt = torch.as_tensor(np.asarray(R, dtype=np.float64))
-    A, B = _sh_basis(degree, d), _sh_basis(degree, d @ Rt.T)
+    # In the rasterizer's own basis (signs and order matter for the matrices).
+    A, B = sh_bases(degree, d), sh_bases(degree, d @ Rt.T)
     mats = []
     for l in range(1, degree + 1):
         sl = slice(l * l, (l + 1) * (l + 1))
