@@ -18,7 +18,7 @@ EXPORTERS: dict[str, str] = {
     "points": "splatlab.app.exporters.points",
     "mesh": "splatlab.app.exporters.mesh",
     "cameras": "splatlab.app.exporters.cameras",
-    # "html": "splatlab.viewer...",  <- slot for the viewer engineer's standalone HTML export
+    "html": "splatlab.app.exporters.html",  # the viewer engineer's standalone HTML viewer
 }
 
 
