@@ -1,9 +1,116 @@
-"""`splatlab info` (placeholder until its issue lands)."""
+"""`splatlab info PATH [--json]`: what a scene folder holds, without decoding its images.
+
+Reports the format, split sizes, image size (the files' own, before undistortion or
+downscaling), camera models, an intrinsics summary, the number of initial points, the
+scene extent and any warnings. A bare folder of photos is reported as format `images`
+with a hint to run `splatlab process`. Writes nothing.
+"""
 
 from __future__ import annotations
 
-from .errors import UserError
+import json
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from typing import Annotated
+
+import tyro
+
+
+@dataclass
+class InfoArgs:
+    path: Annotated[str, tyro.conf.Positional] = "demo"
+    """Scene folder (COLMAP, nerfstudio/instant-ngp, Blender, LLFF, photos) or `demo`."""
+    json: bool = False
+    """Print one JSON object instead of a table."""
+    downscale: int = 1
+    """Describe the scene as it would load with this downscale factor."""
+
+
+def describe(path: str, downscale: int = 1) -> dict:
+    """A plain-JSON summary of the scene at `path`."""
+    from splatlab.scenes import find_format, images
+
+    fmt = find_format(path if path != "demo" else None)
+    if fmt is images:
+        return images.describe(path)
+    scene = fmt.load(path if path != "demo" else None, downscale=downscale)
+    cams = scene.cameras
+    sizes = Counter(tuple(s) for s in scene.meta.get("source_sizes", []))
+    if not sizes:
+        sizes = Counter(zip(cams.width.tolist(), cams.height.tolist()))
+    loaded = Counter(zip(cams.width.tolist(), cams.height.tolist()))
+    models = scene.meta.get("camera_models") or {cams.model: len(cams)}
+
+    def rng(t) -> list[float]:
+        return [round(float(t.min()), 3), round(float(t.max()), 3)]
+
+    out = {
+        "format": scene.format,
+        "path": str(scene.root),
+        "num_images": len(cams),
+        "num_train": len(scene.train_idx),
+        "num_test": len(scene.test_idx),
+        "image_size": list(sizes.most_common(1)[0][0]),
+        "image_sizes": {f"{w}x{h}": n for (w, h), n in sizes.most_common()},
+        "loaded_size": list(loaded.most_common(1)[0][0]),
+        "camera_model": max(models, key=models.get),
+        "camera_models": models,
+        "intrinsics": {"fx": rng(cams.fx), "fy": rng(cams.fy), "cx": rng(cams.cx), "cy": rng(cams.cy),
+                       "undistorted": any(m not in ("PINHOLE", "SIMPLE_PINHOLE") for m in models)
+                       and bool(cams.distortion is not None and cams.distortion.abs().sum() > 0)},
+        "num_points": 0 if scene.points is None else int(len(scene.points)),
+        "extent": round(scene.extent, 6),
+        "normalization": scene.normalization.to_json(),
+        "background": None if scene.background is None else list(scene.background),
+        "warnings": list(scene.warnings),
+    }
+    if scene.meta.get("image_dir"):
+        out["image_dir"] = scene.meta["image_dir"]
+    return out
+
+
+def _print_table(info: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{info.get('path', '')}", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("format", info["format"])
+    if info["format"] == "images":
+        t.add_row("images", str(info["num_images"]))
+        t.add_row("image size", f"{info['image_size'][0]}x{info['image_size'][1]}"
+                  + (f"  (mixed: {info['image_sizes']})" if len(info["image_sizes"]) > 1 else ""))
+        t.add_row("next step", info["hint"])
+    else:
+        t.add_row("images", f"{info['num_images']}  (train {info['num_train']}, test {info['num_test']})")
+        size = f"{info['image_size'][0]}x{info['image_size'][1]}"
+        if len(info["image_sizes"]) > 1:
+            size += f"  (mixed: {info['image_sizes']})"
+        if info["loaded_size"] != info["image_size"]:
+            size += f"  -> loads as {info['loaded_size'][0]}x{info['loaded_size'][1]}"
+        t.add_row("image size", size)
+        t.add_row("camera model", ", ".join(f"{m} x{n}" for m, n in info["camera_models"].items()))
+        intr = info["intrinsics"]
+        t.add_row("intrinsics", "  ".join(f"{k} {v[0]:g}" + (f"..{v[1]:g}" if v[1] != v[0] else "")
+                                        for k, v in intr.items() if k != "undistorted")
+                  + ("  (after undistortion)" if intr["undistorted"] else ""))
+        t.add_row("points", str(info["num_points"]))
+        t.add_row("extent", f"{info['extent']:.3g} (normalized; scale {info['normalization']['scale']:.4g})")
+        if info["background"] is not None:
+            t.add_row("background", str(info["background"]))
+    for w in info["warnings"]:
+        t.add_row("[yellow]warning[/]", w)
+    Console().print(t)
 
 
 def run(argv: list[str]) -> int:
-    raise UserError("`splatlab info` is not yet available in this version")
+    args = tyro.cli(InfoArgs, args=argv, prog="splatlab info", description=__doc__.split("\n\n")[0])
+    if args.json:
+        # Warnings go into the object; keep stderr quiet so stdout is the one JSON object.
+        info = describe(args.path, args.downscale)
+        sys.stdout.write(json.dumps(info) + "\n")
+    else:
+        _print_table(describe(args.path, args.downscale))
+    return 0

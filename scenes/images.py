@@ -36,6 +36,7 @@ def describe(path) -> dict:
     sizes = Counter(image_size(f) for f in files)
     return {
         "format": NAME,
+        "path": str(path),
         "num_images": len(files),
         "num_train": 0,
         "num_test": 0,
