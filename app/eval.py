@@ -1,9 +1,116 @@
-"""`splatlab eval` (placeholder until its issue lands)."""
+"""`splatlab eval RUN`: re-render a run's test views and recompute its metrics.
+
+`evaluate` is the one evaluation: training calls it for metrics.json, this command calls
+it again on the saved checkpoint with the same scene loading, so the numbers reproduce.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import tyro
+from typing_extensions import Annotated
+
 from .errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from splatlab.renderers.splat import SplatModel
+    from splatlab.scenes.types import Scene
+
+LPIPS_UNAVAILABLE = "unavailable: the `lpips` package or its AlexNet weights are not installed locally"
+
+
+def evaluate(model: "SplatModel", scene: "Scene", *, device, renders_dir: Optional[Path] = None) -> dict:
+    """Render every test view (scene background, full SH degree, deterministic) and
+    score it against the image as training loads it. Returns the means and per-view values."""
+    import numpy as np
+    import torch
+
+    from .metrics import lpips_fn, mean_or_none, psnr, ssim
+
+    lp = lpips_fn(device)
+    idx = scene.test_idx
+    cams = scene.cameras[idx].to(device) if idx else None
+    bg = None if scene.background is None else torch.tensor([scene.background], device=device)
+    views = []
+    if renders_dir is not None:
+        renders_dir.mkdir(parents=True, exist_ok=True)
+    viewmats, Ks = (cams.viewmats(), cams.Ks()) if idx else (None, None)
+    with torch.no_grad():
+        for j, i in enumerate(idx):
+            w, h = int(cams.width[j]), int(cams.height[j])
+            out = model.render(viewmats[j : j + 1], Ks[j : j + 1], w, h, backgrounds=bg)
+            img = out.rgb.clamp(0, 1)
+            gt = torch.from_numpy(scene.images[i]).to(device).unsqueeze(0).float() / 255.0
+            view = {"name": scene.images.names[i], "psnr": float(psnr(img, gt)[0]),
+                    "ssim": float(ssim(img, gt)[0]), "lpips": None if lp is None else float(lp(img, gt)[0])}
+            views.append(view)
+            if renders_dir is not None:
+                import imageio.v3 as iio
+
+                arr = (img[0] * 255 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
+                iio.imwrite(renders_dir / (Path(view["name"]).stem + ".png"), np.ascontiguousarray(arr))
+    return {
+        "psnr": mean_or_none([v["psnr"] for v in views]),
+        "ssim": mean_or_none([v["ssim"] for v in views]),
+        "lpips": mean_or_none([v["lpips"] for v in views]),
+        "lpips_note": None if lp is not None else LPIPS_UNAVAILABLE,
+        "num_test_views": len(views),
+        "views": views,
+    }
+
+
+@dataclass
+class EvalArgs:
+    run: Annotated[str, tyro.conf.Positional]
+    """Run folder written by `splatlab train`."""
+    device: str = "auto"
+    """Torch device; auto uses the device the run was trained on when it is available."""
+    save: bool = False
+    """Rewrite metrics.json (metric fields) and renders/test/ with the new values."""
 
 
 def run(argv: list[str]) -> int:
-    raise UserError("`splatlab eval` is not yet available in this version")
+    import json
+
+    from . import runs
+    from .config import TrainConfig
+    from .train import load_data, resolve_device
+
+    args = tyro.cli(EvalArgs, args=argv, prog="splatlab eval",
+                    description="Re-render a run's test views and recompute its metrics.")
+    run_dir = Path(args.run)
+    if not runs.is_run_dir(run_dir):
+        raise UserError("not a splatlab run folder (no config.json)", run_dir)
+    old = {}
+    if (run_dir / "metrics.json").exists():
+        old = json.loads((run_dir / "metrics.json").read_text())
+    device_name = args.device
+    if device_name == "auto":
+        import torch
+
+        trained_on = str(old.get("device", "auto"))
+        device_name = trained_on if (trained_on.startswith("cuda") and torch.cuda.is_available()) else "auto"
+    device = resolve_device(device_name)
+    if old.get("device") and str(device) != old["device"]:
+        print(f"note: trained on {old['device']}, evaluating on {device}: small differences are expected")
+    loaded = runs.load_target(run_dir, device)
+    cfg = TrainConfig.from_json(json.loads((run_dir / "config.json").read_text()))
+    scene = load_data(cfg)
+    m = evaluate(loaded.model, scene, device=device,
+                 renders_dir=run_dir / "renders" / "test" if args.save else None)
+
+    print(f"{run_dir} (step {loaded.step:,}, {loaded.model.num_gaussians:,} Gaussians, "
+          f"{m['num_test_views']} test views, {device})")
+    print(f"{'metric':<7}{'now':>10}{'metrics.json':>14}{'diff':>10}")
+    for key in ("psnr", "ssim", "lpips"):
+        now, before = m[key], old.get(key)
+        fmt = lambda v: "unavailable" if v is None else f"{v:.4f}"  # noqa: E731
+        diff = "" if now is None or before is None else f"{now - before:+.4f}"
+        print(f"{key:<7}{fmt(now):>10}{fmt(before):>14}{diff:>10}")
+    if args.save:
+        runs.atomic_write_json(run_dir / "metrics.json", {**old, **m})
+        print(f"updated {run_dir / 'metrics.json'}")
+    return 0

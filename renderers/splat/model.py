@@ -111,6 +111,14 @@ class SplatModel(torch.nn.Module):
     def sh(self) -> Float[Tensor, "N K 3"]:
         return torch.cat([self.splats["sh0"], self.splats["shN"]], dim=1)
 
+    def sh_upto(self, degree: int) -> Float[Tensor, "N K 3"]:
+        """The SH coefficients a render at `degree` reads: no concatenation at degree 0
+        and no unused higher bands (less memory traffic in the training loop)."""
+        if degree <= 0:
+            return self.splats["sh0"]
+        k = num_sh_bases(degree)
+        return torch.cat([self.splats["sh0"], self.splats["shN"][:, : k - 1]], dim=1)
+
     # ---- rendering ----------------------------------------------------------------
     def render(
         self,
@@ -130,7 +138,7 @@ class SplatModel(torch.nn.Module):
     ) -> RenderOutput:
         degree = self.sh_degree if sh_degree is None else min(int(sh_degree), self.sh_degree)
         return rasterize(
-            self.means, self.quats, self.scales, self.opacities, self.sh,
+            self.means, self.quats, self.scales, self.opacities, self.sh_upto(degree),
             viewmats, Ks, width, height,
             near_plane=near_plane, far_plane=far_plane, sh_degree=degree,
             backgrounds=backgrounds, render_mode=render_mode, antialiased=antialiased,

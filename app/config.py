@@ -1,0 +1,164 @@
+"""`TrainConfig`: one flat dataclass of every training knob, plus named presets.
+
+`splatlab train --preset NAME` picks a preset; any field given on the command line
+overrides it (tyro parses on top of the preset). Attribute docstrings are the CLI help.
+The resolved config is saved to the run folder as plain JSON of primitives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from typing_extensions import Annotated
+
+import tyro
+
+
+@dataclass
+class TrainConfig:
+    data: Annotated[Optional[str], tyro.conf.Positional] = None
+    """Scene folder (COLMAP, nerfstudio, Blender), a photo folder or video (posed by
+    `splatlab process`), or `demo` (the default): the built-in procedural scene."""
+    method: Literal["splat"] = "splat"
+    """Scene representation to train."""
+    output: Optional[str] = None
+    """Run folder to create (default: runs/<scene>-<date>-<time> under the current directory)."""
+    viewer: bool = False
+    """Open the live browser viewer while training."""
+    viewer_port: int = 8080
+    """Port of the live viewer."""
+    device: str = "auto"
+    """Torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ..."""
+    seed: int = 42
+    """Random seed (initial points, view order, densification)."""
+
+    # ---- data ----
+    steps: int = 30_000
+    """Number of optimisation steps (one random training view each)."""
+    downscale: int = 1
+    """Load images at 1/downscale resolution."""
+    test_every: int = 8
+    """Hold out every N-th image as a test view (when the dataset has no test split)."""
+    random_background: bool = False
+    """For scenes with alpha: composite on a random colour each step (robust transparent backgrounds)."""
+
+    # ---- model ----
+    sh_degree: int = 3
+    """Maximum spherical-harmonics degree of the colours."""
+    sh_degree_interval: int = 1000
+    """Raise the SH degree in use by one every this many steps."""
+    init_num_points: int = 100_000
+    """Random initial points, when the scene has no point cloud."""
+    init_extent: float = 3.0
+    """Half-size of the random initial box, in units of the scene extent."""
+    init_opacity: float = 0.1
+    """Initial opacity of every Gaussian."""
+    init_scale: float = 1.0
+    """Initial scale, relative to the mean distance to the 3 nearest points."""
+
+    # ---- optimiser (Adam, one learning rate per parameter group, as gsplat's simple_trainer) ----
+    lr_means: float = 1.6e-4
+    """Position learning rate, times the scene extent."""
+    lr_means_final: float = 0.01
+    """Position learning rate at the last step, as a fraction of `lr_means` (exponential decay)."""
+    lr_scales: float = 5e-3
+    """Learning rate of the log scales."""
+    lr_quats: float = 1e-3
+    """Learning rate of the rotations."""
+    lr_opacities: float = 5e-2
+    """Learning rate of the opacity logits."""
+    lr_sh0: float = 2.5e-3
+    """Learning rate of the base colour (SH degree 0)."""
+    lr_shN: float = 2.5e-3 / 20
+    """Learning rate of the higher SH coefficients."""
+    ssim_lambda: float = 0.2
+    """Loss = (1 - ssim_lambda) * L1 + ssim_lambda * (1 - SSIM)."""
+
+    # ---- densification ----
+    strategy: Literal["default", "mcmc"] = "default"
+    """default: split/duplicate/prune (3DGS's adaptive density control). mcmc: 3DGS-MCMC relocation (CUDA only)."""
+    refine_start: int = 500
+    """First step of densification."""
+    refine_stop: int = 15_000
+    """Stop densifying after this step."""
+    refine_every: int = 100
+    """Densify every this many steps."""
+    reset_every: int = 3000
+    """Reset opacities every this many steps (default strategy)."""
+    grow_grad2d: float = 0.0002
+    """Split/duplicate Gaussians whose mean screen-space gradient is above this."""
+    grow_scale3d: float = 0.01
+    """Duplicate below / split above this 3D scale (times the scene extent)."""
+    prune_opa: float = 0.005
+    """Remove Gaussians less opaque than this."""
+    prune_scale3d: float = 0.1
+    """Remove Gaussians larger than this (times the scene extent)."""
+    absgrad: bool = False
+    """Densify on absolute screen-space gradients (AbsGS; raise grow_grad2d to ~0.0008)."""
+    cap_max: int = 1_000_000
+    """MCMC: maximum number of Gaussians."""
+    noise_lr: float = 5e5
+    """MCMC: position noise scale."""
+    opacity_reg: float = 0.0
+    """Opacity regulariser weight (MCMC uses 0.01)."""
+    scale_reg: float = 0.0
+    """Scale regulariser weight (MCMC uses 0.01)."""
+
+    # ---- bookkeeping ----
+    log_every: int = 100
+    """Read back and log loss/PSNR every this many steps (the only GPU sync in the loop)."""
+    checkpoint_every: int = 5000
+    """Write a checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = 3
+    """How many checkpoints to keep."""
+    eval_every: int = 0
+    """Evaluate on the test views every this many steps (0: only at the end)."""
+    save_renders: bool = True
+    """Save the final test renders as PNG under renders/test/."""
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _preset(doc: str, **overrides) -> tuple[str, TrainConfig]:
+    return doc, dataclasses.replace(TrainConfig(), **overrides)
+
+
+# name -> (help, config). `default` is gsplat simple_trainer's 30k-step schedule.
+PRESETS: dict[str, tuple[str, TrainConfig]] = {
+    "default": _preset("30k steps: the full-quality schedule of 3DGS / gsplat's simple_trainer."),
+    "fast": _preset(
+        "7k steps, densifying until 3.5k: the usual quick-look schedule.",
+        steps=7000, refine_stop=3500, sh_degree_interval=500, checkpoint_every=7000,
+    ),
+    "mcmc": _preset(
+        "30k steps with 3DGS-MCMC relocation (CUDA only), capped at 1M Gaussians.",
+        strategy="mcmc", init_opacity=0.5, init_scale=0.1, opacity_reg=0.01, scale_reg=0.01,
+        refine_stop=25_000,
+    ),
+    "cpu": _preset(
+        "What the demo uses on a CPU: a few minutes on 2 cores, half resolution, small SH.",
+        steps=1200, downscale=2, sh_degree=1, sh_degree_interval=300, init_num_points=5000,
+        refine_start=100, refine_stop=900, refine_every=100, reset_every=100_000,
+        log_every=10, checkpoint_every=600, lr_means_final=0.1,
+    ),
+}
+
+
+def preset(name: str) -> TrainConfig:
+    if name not in PRESETS:
+        from .errors import UserError
+
+        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name][1])
+
+
+def presets_help() -> str:
+    return "\n".join(f"  {name:<8} {doc}" for name, (doc, _) in PRESETS.items())
