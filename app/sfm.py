@@ -20,7 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Optional, Protocol, runtime_checkable
 
 # Below this registered fraction the auto mapper tries the next strategy.
 RETRY_BELOW = 0.95
@@ -28,6 +28,7 @@ RELAX_BELOW = 0.70
 EXHAUSTIVE_MAX_IMAGES = 100
 
 
+@runtime_checkable
 class Reporter(Protocol):
     """Progress sink; `app/process.py` implements it with rich."""
 

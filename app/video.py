@@ -9,7 +9,8 @@ reason a phone video's frames fail to register.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import numpy as np
 
