@@ -430,6 +430,9 @@ def rasterize(
         opac = opac * proj.compensations
 
     if sh_degree is None:
+        if colors.dim() == 3 and colors.shape[:2] != (n_cams, means.shape[0]):
+            raise ValueError(f"colors {tuple(colors.shape)} must be N D, or C N D per camera, "
+                             "when sh_degree is None (SH coefficients need sh_degree)")
         feats = colors if colors.dim() == 3 else colors[None].expand(n_cams, -1, -1)
     else:
         campos = torch.linalg.inv(viewmats)[:, :3, 3]  # C 3
