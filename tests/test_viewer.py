@@ -83,7 +83,7 @@ def test_degenerate_cameras_are_rejected(bad):
 
 def test_adaptive_resolution_targets_frame_budget():
     pol = AdaptiveResolution(target_fps=10.0)
-    assert pol.moving_scale(512 * 384) == pol.first_scale
+    assert pol.moving_scale(512 * 384) == pol.first_scale == 0.125
     pol.observe(0.4, 512 * 384)  # full frame takes 0.4 s: a 0.1 s budget -> half the side
     assert abs(pol.moving_scale(512 * 384) - 0.5) < 1e-6
     assert pol.is_still(0.0, now=0.31) and not pol.is_still(0.0, now=0.1)

@@ -166,7 +166,7 @@ class AdaptiveResolution:
     """
 
     def __init__(self, target_fps: float = 12.0, settle_s: float = 0.3,
-                 min_scale: float = 0.125, first_scale: float = 0.25):
+                 min_scale: float = 0.125, first_scale: float = 0.125):
         self.target_fps = target_fps
         self.settle_s = settle_s
         self.min_scale = min_scale

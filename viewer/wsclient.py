@@ -88,7 +88,7 @@ class ViserTestClient:
         self.ws.close()
 
 
-def look_at_wxyz(eye: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+def look_at_wxyz(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     """wxyz of an OpenCV camera at `eye` looking at `target` (+z forward, -y up)."""
     from .render import rotmat_to_quat
 
