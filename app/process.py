@@ -191,14 +191,14 @@ def stage_images(files: list[Path], dst: Path, on_progress=None) -> list[ImageIn
     return infos
 
 
-def camera_groups(infos: list[ImageInfo], mode: str = "auto") -> list[list[str]]:
+def camera_groups(infos: list[ImageInfo], mode: str = "auto", where: Optional[Path] = None) -> list[list[str]]:
     """Names that share one camera. auto: same size and EXIF make/model/focal; images with
     no EXIF share a camera only when every image is one size (video frames, one device)."""
     if mode == "single":
         sizes = {i.size for i in infos}
         if len(sizes) > 1:
             raise UserError(f"--camera single needs images of one size, found {len(sizes)} sizes "
-                            "(use --camera auto)", None)
+                            "(use --camera auto)", where)
         return [[i.name for i in infos]]
     if mode == "per-image":
         return [[i.name] for i in infos]
@@ -388,11 +388,25 @@ def process(args: ProcessArgs, console=None) -> ProcessResult:
             infos = stage_images(inputs.files, images, on_progress=lambda i, n: report.update(i))
             report.end(f"{len(infos)} images")
             timings["copy"] = time.perf_counter() - t
-        groups = camera_groups(infos, args.camera)
+        groups = camera_groups(infos, args.camera, input)
         opts = SfmOptions(matcher=args.matcher, mapper=args.mapper, max_image_size=args.max_image_size,
                           max_num_features=args.max_num_features, ordered=inputs.kind == "video")
         result, attempts = run_sfm(images, groups, tmp / "mapping", tmp / "database.db", opts, report)
         total = len(infos)
+        if args.camera == "auto" and len(groups) < total and (result is None or result.registered < WARN_BELOW * total):
+            # A shared camera is a strong constraint (the reported 2/29 case): when it goes
+            # wrong, one camera per image is the relaxed retry. It costs a second extraction.
+            got = 0 if result is None else result.registered
+            console.print(f"[yellow]only {got}/{total} registered with shared cameras; retrying with one camera per image[/]")
+            retry, more = run_sfm(images, camera_groups(infos, "per-image"), tmp / "mapping",
+                                  tmp / "database.db", opts, report)
+            for a in more:
+                a.mapper += ", per-image cameras"
+            attempts = attempts + more
+            if retry is not None and (result is None or retry.registered > result.registered):
+                result = retry
+                result.mapper += ", per-image cameras"
+                result.attempts = attempts
         if result is None or result.registered < 3:
             got = 0 if result is None else result.registered
             raise UserError(

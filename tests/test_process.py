@@ -354,10 +354,16 @@ def test_exif_rotated_photo_is_stored_upright(tmp_path):
 def test_sfm_that_finds_no_model(tmp_path):
     """Unrelated noise images: no overlap, so no model: one line with advice."""
     _write_noise(tmp_path / "noise", 4, size=(200, 150))
+    console, buf = _console()
     with pytest.raises(UserError, match=r"posed 0 of 4 images.*overlap") as e:
         process(ProcessArgs(input=tmp_path / "noise", output=tmp_path / "out", max_image_size=200),
-                console=_console()[0])
+                console=console)
     assert e.value.path == tmp_path / "noise"
+    # Every fallback ran: both mappers, relaxed options, then one camera per image.
+    log = buf.getvalue()
+    for stage in ("map (global)", "map (incremental)", "map (incremental-relaxed)", "map (global-relaxed)",
+                  "retrying with one camera per image"):
+        assert stage in log
     assert "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
 
