@@ -310,9 +310,9 @@ class RichReporter:
         self._task = self._progress.add_task(name, total=total)
         self._progress.start()
 
-    def update(self, completed: int, note: str = "") -> None:
+    def update(self, completed: int, note: str = "", total: Optional[int] = None) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, completed=completed)
+            self._progress.update(self._task, completed=completed, **({"total": total} if total else {}))
 
     def end(self, note: str = "") -> None:
         if self._progress is not None:
@@ -372,7 +372,7 @@ def process(args: ProcessArgs, console=None) -> ProcessResult:
 
             report.stage("frames", None)
             frames = extract_frames(inputs.files[0], images, args.num_frames,
-                                    on_progress=lambda i, n: report.update(i))
+                                    on_progress=lambda i, n: report.update(i, total=n))
             report.end(f"{len(frames)} frames")
             if len(frames) < 3:
                 raise UserError(f"only {len(frames)} frame{'s' * (len(frames) != 1)} could be extracted; "
@@ -398,8 +398,9 @@ def process(args: ProcessArgs, console=None) -> ProcessResult:
             # wrong, one camera per image is the relaxed retry. It costs a second extraction.
             got = 0 if result is None else result.registered
             console.print(f"[yellow]only {got}/{total} registered with shared cameras; retrying with one camera per image[/]")
-            retry, more = run_sfm(images, camera_groups(infos, "per-image"), tmp / "mapping",
-                                  tmp / "database.db", opts, report)
+            retry_db = tmp / "database-per-image.db"
+            retry, more = run_sfm(images, camera_groups(infos, "per-image"), tmp / "mapping", retry_db,
+                                  opts, report)
             for a in more:
                 a.mapper += ", per-image cameras"
             attempts = attempts + more
@@ -407,6 +408,9 @@ def process(args: ProcessArgs, console=None) -> ProcessResult:
                 result = retry
                 result.mapper += ", per-image cameras"
                 result.attempts = attempts
+                os.replace(retry_db, tmp / "database.db")  # the database that matches sparse/0
+            else:
+                retry_db.unlink(missing_ok=True)
         if result is None or result.registered < 3:
             got = 0 if result is None else result.registered
             raise UserError(
