@@ -51,6 +51,8 @@ class TrainConfig:
     """Raise the SH degree in use by one every this many steps."""
     init_num_points: int = 100_000
     """Random initial points, when the scene has no point cloud."""
+    init_max_points: int = 0
+    """Use at most this many of the scene's points (a random subset; 0: all of them)."""
     init_extent: float = 3.0
     """Half-size of the random initial box, in units of the scene extent."""
     init_opacity: float = 0.1

@@ -147,6 +147,9 @@ def init_model(cfg: "TrainConfig", scene: "Scene", extent: float, device) -> "Sp
     half = cfg.init_extent * extent
     pts, cols = scene_init_points(scene.points, scene.point_colors, np.full(3, -half),
                                   np.full(3, half), cfg.init_num_points, generator=g)
+    if 0 < cfg.init_max_points < len(pts):
+        keep = torch.randperm(len(pts), generator=g)[: cfg.init_max_points]
+        pts, cols = pts[keep], cols[keep]
     model = SplatModel.from_points(pts.to(device), cols.to(device), cfg.sh_degree,
                                    init_opacity=cfg.init_opacity, init_scale=cfg.init_scale)
     return model
@@ -412,6 +415,9 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
 
     bus = bus or ev.EventBus()
     device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        # A scene's image sizes are fixed, so cuDNN can pick its fastest SSIM convolutions once.
+        torch.backends.cudnn.benchmark = True
     if strat.needs_cuda(cfg.strategy) and device.type != "cuda":
         raise UserError(f"--strategy {cfg.strategy} needs a CUDA GPU (gsplat's relocation kernels); "
                         "use --strategy default on CPU")

@@ -1,0 +1,105 @@
+"""Train scenes with presets and append one row per run to benchmarks/RESULTS.md.
+
+    python benchmarks/train_bench.py --data ../shared/data/beer --preset fast --method splat
+    python benchmarks/train_bench.py --data ../shared/data/beer --preset fast --strategy mcmc
+    python benchmarks/train_bench.py --data demo --preset cpu
+
+`--data` and `--preset` repeat (every scene x every preset); any other `--FIELD VALUE`
+after `--` goes to every run's TrainConfig (e.g. `-- --steps 2000 --downscale 2`).
+The row records what `splatlab train` measured itself (metrics.json): train_seconds is
+optimisation only (no loading, no evaluation, no checkpoint writing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+HEADER = (
+    "| date | GPU | commit | command | steps | train s | steps/s | peak mem GB | Gaussians | test PSNR | test SSIM |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|\n"
+)
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def gpu_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    import platform
+
+    return f"CPU ({platform.processor() or platform.machine()})"
+
+
+def fmt(v, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def append_row(row: str) -> None:
+    new = not RESULTS.exists() or not RESULTS.read_text().strip()
+    with open(RESULTS, "a") as f:
+        if new:
+            f.write("# Training benchmarks\n\nAppended by `benchmarks/train_bench.py`; one row per run.\n\n" + HEADER)
+        f.write(row)
+
+
+def main(argv: list[str]) -> int:
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1 :]
+    else:
+        extra = []
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", action="append", help="scene path, or `demo` (repeatable)")
+    p.add_argument("--preset", action="append", help="preset name (repeatable; default: fast)")
+    p.add_argument("--method", default="splat")
+    p.add_argument("--strategy", default=None, choices=["default", "mcmc"])
+    p.add_argument("--output", default=str(HERE / "runs"), help="parent folder of the run folders")
+    p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    args = p.parse_args(argv)
+
+    from splatlab.app.train import parse_args, train
+
+    commit, gpu = git_commit(), gpu_name()
+    for data in args.data or ["demo"]:
+        for name in args.preset or ["fast"]:
+            train_argv = [data, "--preset", name, "--method", args.method]
+            if args.strategy:
+                train_argv += ["--strategy", args.strategy]
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            out = Path(args.output) / f"{Path(data).name}-{name}-{args.strategy or 'default'}-{stamp}"
+            train_argv += ["--output", str(out), *extra]
+            cfg, _ = parse_args(train_argv)
+            result = train(cfg)
+            m = result.metrics
+            steps_per_s = m["steps"] / m["train_seconds"] if m["train_seconds"] else None
+            command = "splatlab train " + " ".join(a for a in train_argv if not a.startswith(str(args.output)))
+            command = command.replace(" --output", "")
+            row = (f"| {datetime.date.today().isoformat()} | {gpu} | {commit} | `{command}` | {m['steps']} "
+                   f"| {m['train_seconds']:.1f} | {fmt(steps_per_s, '.1f')} | {m['peak_memory_gb']:.2f} "
+                   f"| {m['num_gaussians']:,} | {fmt(m['psnr'], '.2f')} | {fmt(m['ssim'], '.4f')} |\n")
+            print(row, end="")
+            if not args.no_record:
+                append_row(row)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
