@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
@@ -161,6 +162,15 @@ class TileLists:
     tile_height: int
 
 
+def _stable_argsort(keys: Tensor, n_keys: int) -> Tensor:
+    """Stable argsort of small non-negative integer keys. On CPU numpy's radix/timsort is
+    25x faster than torch.sort for this, and this sort is a fixed cost of every render."""
+    if keys.is_cuda:
+        return torch.sort(keys, stable=True).indices
+    dt = np.int16 if n_keys < 2**15 else np.int64
+    return torch.from_numpy(np.argsort(keys.numpy().astype(dt), kind="stable"))
+
+
 @torch.no_grad()
 def intersect_tiles(
     means2d: Float[Tensor, "C N 2"],
@@ -197,7 +207,8 @@ def intersect_tiles(
     ty = y0.reshape(-1)[ids] + torch.div(k, wx, rounding_mode="floor")
     cam = torch.div(ids, n, rounding_mode="floor")
     tile = (cam * th + ty) * tw + tx
-    tile, perm = torch.sort(tile, stable=True)
+    perm = _stable_argsort(tile, n_cams * th * tw)
+    tile = tile[perm]
     tile_counts = torch.bincount(tile, minlength=n_cams * th * tw)
     offsets = torch.cumsum(tile_counts, 0) - tile_counts
     return TileLists(ids[perm], offsets, tile_counts, counts.to(torch.int32), tw, th)
@@ -206,12 +217,14 @@ def intersect_tiles(
 # ---------------------------------------------------------------------------------------
 # Compositing
 # ---------------------------------------------------------------------------------------
-def _composite_forward(sigma: Tensor, opac: Tensor):
-    """From per-pair sigma (B P G) and per-candidate opacity (B G): gsplat's alpha rules.
-    Returns (weights w = alpha T, exp(-sigma), raw alpha, composited mask, alpha, T, 1-alpha)."""
-    g = torch.exp(-sigma)
-    raw = opac[:, None, :] * g
-    ok = (sigma >= 0) & (raw >= ALPHA_THRESHOLD)  # clamped alpha >= thr iff raw >= thr
+def _composite_forward(q: Tensor):
+    """gsplat's alpha rules from per-pair q = sigma - log(opacity) (B P G), so that the raw
+    alpha opacity * exp(-sigma) is exp(-q). Returns (weights w = alpha T, raw alpha, mask
+    of pairs composited with an unclamped alpha, T before each pair, 1 - alpha)."""
+    raw = torch.exp(-q)
+    # gsplat also skips sigma < 0, which a positive-definite conic only gives by rounding;
+    # the expanded quadratic form rounds differently, so that test is left out on purpose.
+    ok = raw >= ALPHA_THRESHOLD  # clamped alpha >= thr iff raw >= thr
     alpha = torch.where(ok, raw.clamp(max=MAX_ALPHA), 0.0)
     one_minus = 1.0 - alpha
     t_incl = torch.cumprod(one_minus, dim=-1)
@@ -220,47 +233,43 @@ def _composite_forward(sigma: Tensor, opac: Tensor):
     keep = t_incl > T_THRESHOLD
     t_excl = t_incl / one_minus  # 1 - alpha >= 0.001
     w = torch.where(keep, alpha * t_excl, 0.0)
-    return w, g, raw, ok & keep, alpha, t_excl, one_minus
+    return w, raw, ok & keep & (raw <= MAX_ALPHA), t_excl, one_minus
 
 
 class _CompositeTiles(torch.autograd.Function):
     """Composite one batch of B tiles of P pixels over G padded candidates each.
 
     sigma (the Mahalanobis half-distance) is a quadratic form in the tile-local pixel
-    position, so all pairs come from one matmul: sigma = feats (P 6) @ coef (B 6 G), and
-    its gradient folds back with one matmul too. Per-pair tensors are recomputed in
-    backward (as gsplat's kernel does) instead of being kept alive by autograd.
-    Returns colours (B P D) and alphas (B P)."""
+    position, so with -log(opacity) folded into its constant term every pair comes from
+    one matmul, q = feats (P 6) @ coef (B 6 G), and the gradient folds back with one matmul
+    too. Per-pair tensors are recomputed in backward (as gsplat's kernel does) instead of
+    being kept alive by autograd. Returns colours (B P D) and alphas (B P)."""
 
     @staticmethod
-    def forward(ctx, coef, opac, colors, feats, absgrad):
-        sigma = torch.matmul(feats, coef)
-        w = _composite_forward(sigma, opac)[0]
-        ctx.save_for_backward(coef, opac, colors, feats)
+    def forward(ctx, coef, colors, feats, absgrad):
+        w = _composite_forward(torch.matmul(feats, coef))[0]
+        ctx.save_for_backward(coef, colors, feats)
         ctx.absgrad = absgrad
         return torch.bmm(w, colors), w.sum(-1)
 
     @staticmethod
     def backward(ctx, v_out, v_alpha_out):
-        coef, opac, colors, feats = ctx.saved_tensors
-        sigma = torch.matmul(feats, coef)
-        w, g, raw, used, alpha, t_excl, one_minus = _composite_forward(sigma, opac)
+        coef, colors, feats = ctx.saved_tensors
+        w, raw, live, t_excl, one_minus = _composite_forward(torch.matmul(feats, coef))
         v_colors = torch.bmm(w.transpose(1, 2), v_out)
         # out = sum_i c_i a_i T_i and A = 1 - T_final give
         # dL/da_i = T_i (c_i . v_out) - (sum_{j>i} w_j (c_j . v_out) - T_final v_A) / (1 - a_i).
         cg = torch.bmm(v_out, colors.transpose(1, 2))
         wc = w * cg
         suffix = wc.sum(-1, keepdim=True) - torch.cumsum(wc, dim=-1)
-        t_final = 1.0 - w.sum(-1, keepdim=True)
-        v_alpha = t_excl * cg - (suffix - t_final * v_alpha_out[..., None]) / one_minus
-        # alpha = opac * exp(-sigma) unless skipped, past the stop, or clamped at 0.999.
-        v_raw = torch.where(used & (raw <= MAX_ALPHA), v_alpha, 0.0)
-        v_opac = (v_raw * g).sum(1)
-        v_sigma = -v_raw * raw
-        v_coef = torch.matmul(feats.transpose(0, 1), v_sigma)
+        suffix -= (1.0 - w.sum(-1, keepdim=True)) * v_alpha_out[..., None]
+        v_alpha = t_excl * cg - suffix / one_minus
+        # alpha = exp(-q) unless skipped, past the stop, or clamped at 0.999.
+        v_q = torch.where(live, v_alpha * raw, 0.0).neg_()
+        v_coef = torch.matmul(feats.transpose(0, 1), v_q)
         if ctx.absgrad is not None:
-            ctx.absgrad.accumulate(v_sigma, feats)
-        return v_coef, v_opac, v_colors, None, None
+            ctx.absgrad.accumulate(v_q, feats)
+        return v_coef, v_colors, None, None
 
 
 class _AbsGrad:
@@ -273,8 +282,8 @@ class _AbsGrad:
 
     def accumulate(self, v_sigma: Tensor, feats: Tensor) -> None:
         lin = feats[:, 3:6]  # lx, ly, 1
-        gx = (v_sigma * torch.matmul(lin, self.ux)).abs().sum(1)
-        gy = (v_sigma * torch.matmul(lin, self.uy)).abs().sum(1)
+        gx = (v_sigma * torch.matmul(lin, self.ux)).abs_().sum(1)
+        gy = (v_sigma * torch.matmul(lin, self.uy)).abs_().sum(1)
         flat = self.out.view(-1, 2)
         real = self.idx < flat.shape[0]
         flat.index_add_(0, self.idx[real], torch.stack([gx[real], gy[real]], -1).to(flat.dtype))
@@ -289,24 +298,25 @@ def _pixel_feats(tile_size: int, dtype: torch.dtype, device: torch.device) -> Te
     return torch.stack([lx * lx, ly * ly, lx * ly, lx, ly, torch.ones_like(lx)], -1).to(dtype)
 
 
-def _quad_coefs(mx: Tensor, my: Tensor, conic: Tensor) -> Tensor:
-    """B 6 G coefficients with sigma(l) = feats(l) @ coef for tile-local means (mx, my)."""
+def _quad_coefs(mx: Tensor, my: Tensor, conic: Tensor, log_opac: Tensor) -> Tensor:
+    """B 6 G coefficients with sigma(l) - log(opacity) = feats(l) @ coef, for tile-local
+    means (mx, my)."""
     a, b, c = conic.unbind(-1)
     return torch.stack([
         0.5 * a, 0.5 * c, b,
         -(a * mx + b * my), -(c * my + b * mx),
-        0.5 * (a * mx * mx + c * my * my) + b * mx * my,
+        0.5 * (a * mx * mx + c * my * my) + b * mx * my - log_opac,
     ], dim=1)
 
 
-def _composite_autograd(mx: Tensor, my: Tensor, conic: Tensor, opac: Tensor,
+def _composite_autograd(mx: Tensor, my: Tensor, conic: Tensor, log_opac: Tensor,
                         colors: Tensor, px: Tensor, py: Tensor):
     """Plain-autograd compositing from explicit offsets: the oracle for `_CompositeTiles`."""
     dx = mx[:, None, :] - px[:, :, None]
     dy = my[:, None, :] - py[:, :, None]
     a, b, c = conic[:, None, :, 0], conic[:, None, :, 1], conic[:, None, :, 2]
     sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
-    w = _composite_forward(sigma, opac)[0]
+    w = _composite_forward(sigma - log_opac[:, None, :])[0]
     return torch.bmm(w, colors), w.sum(-1)
 
 
@@ -335,7 +345,8 @@ def composite(
     dummy = n_cams * n
     f_m = torch.cat([means2d.reshape(-1, 2), means2d.new_zeros(1, 2)])
     f_con = torch.cat([conics.reshape(-1, 3), conics.new_zeros(1, 3)])
-    f_op = torch.cat([opacities.reshape(-1), opacities.new_zeros(1)])
+    # log-opacity; the padding row's -1e4 makes its alpha exactly 0 without infinities
+    f_lop = torch.cat([torch.log(opacities.reshape(-1).clamp_min(1e-30)), opacities.new_full((1,), -1e4)])
     f_col = torch.cat([colors.reshape(-1, d), colors.new_zeros(1, d)])
     feats = _pixel_feats(tile_size, dt, dev)
     local = feats[:, 3:5]  # lx, ly
@@ -363,7 +374,7 @@ def composite(
         m = f_m[idx]
         mx, my, con = m[..., 0] - ox, m[..., 1] - oy, f_con[idx]
         if use_autograd:
-            out, alpha = _composite_autograd(mx, my, con, f_op[idx], f_col[idx],
+            out, alpha = _composite_autograd(mx, my, con, f_lop[idx], f_col[idx],
                                              local[None, :, 0], local[None, :, 1])
         else:
             ab = None
@@ -374,7 +385,7 @@ def composite(
                 ux = torch.stack([-a_, -b_, a_ * mxd + b_ * myd], 1)
                 uy = torch.stack([-b_, -c_, b_ * mxd + c_ * myd], 1)
                 ab = _AbsGrad(absgrad_out, idx, ux, uy)
-            out, alpha = _CompositeTiles.apply(_quad_coefs(mx, my, con), f_op[idx], f_col[idx],
+            out, alpha = _CompositeTiles.apply(_quad_coefs(mx, my, con, f_lop[idx]), f_col[idx],
                                                feats, ab)
         rows.append(torch.cat([out, alpha[..., None]], dim=-1).reshape(-1, d + 1))
         row_of_tile[torch.tensor(batch)] = torch.arange(i, j)
