@@ -385,17 +385,25 @@ class ViewerHookup:
                                                  "num_gaussians": e.num_gaussians})
 
 
-def start_viewer(cfg: "TrainConfig", scene: "Scene", stopwatch: Stopwatch, stop: StopFlag):
+def start_viewer(cfg: "TrainConfig", scene: "Scene", model: "SplatModel", step: int,
+                 stopwatch: Stopwatch, stop: StopFlag):
+    """The live viewer on its own threads, fed by a `ViewerHookup` subscriber."""
     try:
         from splatlab.viewer import LiveFeed, serve
         import splatlab.viewer.server  # noqa: F401 - fail here, not mid-run
     except ImportError:
         raise UserError("--viewer: the live viewer is not yet available in this version") from None
+    from .events import SplatsUpdated
+
     feed = LiveFeed()
+    hookup = ViewerHookup(feed, stopwatch, stop)
+    # Publish before serving so the viewer sees the training device and SH degree.
+    hookup.publish(SplatsUpdated(step, model, model.sh_degree, model.num_gaussians), force=True)
     pts = None if scene.points is None else (scene.points, scene.point_colors)
     server = serve(feed=feed, cameras=scene.cameras[scene.train_idx], points=pts,
-                   port=cfg.viewer_port, block=False)
-    return server, ViewerHookup(feed, stopwatch, stop)
+                   port=cfg.viewer_port, background=scene.background,
+                   normalization=scene.normalization, block=False)
+    return server, hookup
 
 
 # ---- the training loop ----------------------------------------------------------------
@@ -489,7 +497,7 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
     stop = StopFlag()
     server = None
     if cfg.viewer:
-        server, hookup = start_viewer(cfg, scene, stopwatch, stop)
+        server, hookup = start_viewer(cfg, scene, model, start, stopwatch, stop)
         bus.subscribe(hookup, ev.StepDone, ev.SplatsUpdated)
         bus.emit(ev.Note(f"live viewer: {getattr(server, 'url', f'http://localhost:{cfg.viewer_port}')}"))
     wants_splats = bus.wants(ev.SplatsUpdated)

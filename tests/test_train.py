@@ -47,14 +47,14 @@ def short_run(tmp_path_factory):
     steps: list[StepDone] = []
     bus = EventBus()
     bus.subscribe(steps.append, StepDone)
-    result = train(tiny(out, steps=40, log_every=10, checkpoint_every=10, keep_checkpoints=2), bus=bus)
+    result = train(tiny(out, steps=150, log_every=30, checkpoint_every=30, keep_checkpoints=2), bus=bus)
     return result, steps
 
 
 def test_short_demo_run_learns(short_run):
     result, steps = short_run
-    assert result.reason == "done" and result.step == 40 and result.exit_code == 0
-    assert [e.step for e in steps] == [10, 20, 30, 40]
+    assert result.reason == "done" and result.step == 150 and result.exit_code == 0
+    assert [e.step for e in steps] == [30, 60, 90, 120, 150]
     assert steps[-1].loss < 0.8 * steps[0].loss, [e.loss for e in steps]
     assert steps[-1].psnr > steps[0].psnr + 1.0, [e.psnr for e in steps]
     assert result.metrics["psnr"] > steps[0].psnr  # test views improved beyond the first window
@@ -67,23 +67,23 @@ def test_run_folder_layout(short_run):
     for name in ("config.json", "scene.json", "log.jsonl", "splat.ply", "metrics.json"):
         assert (d / name).is_file(), name
     ckpts = sorted(p.name for p in (d / "checkpoints").glob("*.pt"))
-    assert ckpts == ["step_0000030.pt", "step_0000040.pt"]  # keep_checkpoints=2
+    assert ckpts == ["step_0000120.pt", "step_0000150.pt"]  # keep_checkpoints=2
     assert not list((d / "checkpoints").glob(".*"))  # no temporary leftovers
     cfg = json.loads((d / "config.json").read_text())
-    assert _primitive(cfg) and TrainConfig.from_json(cfg).steps == 40
+    assert _primitive(cfg) and TrainConfig.from_json(cfg).steps == 150
     scene = json.loads((d / "scene.json").read_text())
     assert scene["name"] == "demo" and len(scene["test_idx"]) == 8
     m = json.loads((d / "metrics.json").read_text())
     for key in ("psnr", "ssim", "lpips", "num_test_views", "num_gaussians", "steps",
                 "train_seconds", "peak_memory_gb", "device", "views"):
         assert key in m, key
-    assert m["num_test_views"] == 8 and len(m["views"]) == 8 and m["steps"] == 40
+    assert m["num_test_views"] == 8 and len(m["views"]) == 8 and m["steps"] == 150
     assert m["device"] == "cpu" and m["peak_memory_kind"] == "process_peak_rss"
     assert m["lpips"] is None or m["lpips"] > 0
     assert len(list((d / "renders" / "test").glob("*.png"))) == 8
     ck = runs.load_checkpoint(runs.latest_checkpoint(d))
     assert {"version", "step", "model", "optimizers", "strategy_state", "config", "normalization"} <= set(ck)
-    assert ck["step"] == 40 and set(ck["optimizers"]) == set(ck["model"]["splats"])
+    assert ck["step"] == 150 and set(ck["optimizers"]) == set(ck["model"]["splats"])
     events = [json.loads(line)["event"] for line in (d / "log.jsonl").read_text().splitlines()]
     assert events[0] == "TrainStarted" and events[-1] == "TrainFinished"
     assert {"StepDone", "RefineDone", "CheckpointSaved", "EvalDone"} <= set(events)
