@@ -133,6 +133,9 @@ def _preset(doc: str, **overrides) -> tuple[str, TrainConfig]:
     return doc, dataclasses.replace(TrainConfig(), **overrides)
 
 
+# What gsplat's simple_trainer changes for MCMC (`--strategy mcmc` alone keeps ADC's init).
+MCMC_FIELDS = dict(strategy="mcmc", init_opacity=0.5, init_scale=0.1, opacity_reg=0.01, scale_reg=0.01)
+
 # name -> (help, config). `default` is gsplat simple_trainer's 30k-step schedule.
 PRESETS: dict[str, tuple[str, TrainConfig]] = {
     "default": _preset("30k steps: the full-quality schedule of 3DGS / gsplat's simple_trainer."),
@@ -142,8 +145,11 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
     ),
     "mcmc": _preset(
         "30k steps with 3DGS-MCMC relocation (CUDA only), capped at 1M Gaussians.",
-        strategy="mcmc", init_opacity=0.5, init_scale=0.1, opacity_reg=0.01, scale_reg=0.01,
-        refine_stop=25_000,
+        **MCMC_FIELDS, refine_stop=25_000,
+    ),
+    "fast-mcmc": _preset(
+        "7k steps of 3DGS-MCMC (CUDA only): relocation and +5% growth every 100 steps throughout.",
+        **MCMC_FIELDS, steps=7000, refine_stop=25_000, sh_degree_interval=500, checkpoint_every=7000,
     ),
     "cpu": _preset(
         "What the demo uses on a CPU: ~1k steps at half resolution, ~3 minutes on 2 cores. "

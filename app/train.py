@@ -32,7 +32,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .events import EventBus
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".heic"}
 CHECKPOINT_VERSION = 1
 
 
@@ -107,25 +106,23 @@ def resolve_device(name: str) -> "torch.device":
     return dev
 
 
-def _is_photo_folder(path: Path) -> bool:
-    return path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
-
-
 def load_data(cfg: "TrainConfig") -> "Scene":
     """DATA -> Scene: `demo`/None is the built-in scene; a known scene format loads
     directly; a bare photo folder or a video is posed first by `splatlab process`."""
     from splatlab.scenes import SceneError, find_format, load_scene
 
-    if cfg.data in (None, "demo"):
+    if cfg.data is None or (cfg.data == "demo" and not Path("demo").exists()):
         return load_scene(None, downscale=cfg.downscale, test_every=cfg.test_every)
     path = Path(cfg.data)
     if not path.exists():
         raise UserError("no such scene folder, photo folder or video", path)
     try:
-        find_format(path)
+        needs_poses = find_format(path).NAME == "images"  # a bare photo folder
     except SceneError:
-        if not (path.suffix.lower() in VIDEO_SUFFIXES or _is_photo_folder(path)):
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
             raise
+        needs_poses = True
+    if needs_poses:
         try:
             from .process import posed_dataset
         except ImportError:

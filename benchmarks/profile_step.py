@@ -46,7 +46,10 @@ def main(argv: list[str]) -> int:
     train_argv = [args.data, "--preset", args.preset, "--output", out, "--steps", str(total),
                   "--log-every", str(math.gcd(args.start, total) or total),
                   "--checkpoint-every", str(10 * total), "--no-save-renders", *extra]
-    if args.strategy:
+    if args.strategy == "mcmc":
+        train_argv += ["--strategy", "mcmc", "--init-opacity", "0.5", "--init-scale", "0.1",
+                       "--opacity-reg", "0.01", "--scale-reg", "0.01", "--refine-stop", "25000"]
+    elif args.strategy:
         train_argv += ["--strategy", args.strategy]
     cfg, _ = parse_args(train_argv)
     # Keep the schedule of the full preset (refine windows, LR decay) but stop early.

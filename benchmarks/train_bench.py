@@ -81,7 +81,11 @@ def main(argv: list[str]) -> int:
     for data in args.data or ["demo"]:
         for name in args.preset or ["fast"]:
             train_argv = [data, "--preset", name, "--method", args.method]
-            if args.strategy:
+            if args.strategy == "mcmc":
+                # As simple_trainer's MCMC config: its init and regularisers, relocating all along.
+                train_argv += ["--strategy", "mcmc", "--init-opacity", "0.5", "--init-scale", "0.1",
+                               "--opacity-reg", "0.01", "--scale-reg", "0.01", "--refine-stop", "25000"]
+            elif args.strategy:
                 train_argv += ["--strategy", args.strategy]
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path(args.output) / f"{Path(data).name}-{name}-{args.strategy or 'default'}-{stamp}"
