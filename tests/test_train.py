@@ -227,7 +227,7 @@ def test_gpu_short_run(tmp_path, strategy):
     bus.subscribe(steps.append, StepDone)
     result = train(cfg, bus=bus)
     assert result.metrics["device"].startswith("cuda")
-    assert steps[-1].loss < steps[0].loss and result.metrics["psnr"] > 20
+    assert steps[-1].loss < steps[0].loss and result.metrics["psnr"] > 18
     assert result.metrics["peak_memory_kind"] == "cuda_max_allocated"
     from splatlab.app import eval as eval_cmd
 
