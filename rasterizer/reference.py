@@ -449,7 +449,7 @@ def rasterize(
     else:
         campos = torch.linalg.inv(viewmats)[:, :3, 3]  # C 3
         dirs = means[None, :, :] - campos[:, None, :]  # C N 3
-        feats = sh_to_color(sh_degree, colors[None], dirs)  # C N 3
+        feats = sh_to_color(sh_degree, colors[None], dirs, backend="torch")  # C N 3
     bg = backgrounds
     if render_mode in ("RGB+D", "RGB+ED"):
         feats = torch.cat([feats, proj.depths[..., None]], dim=-1)

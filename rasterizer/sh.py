@@ -64,14 +64,19 @@ def eval_sh(
     degree: int,
     coeffs: Float[Tensor, "*#batch K 3"],
     dirs: Float[Tensor, "*#batch 3"],
+    backend: str = "auto",
 ) -> Float[Tensor, "*batch 3"]:
     """SH colour: sum_k coeffs[..., k, :] * basis_k(dirs). Uses the first (degree+1)^2
     of the K >= (degree+1)^2 coefficients; batch dims broadcast (e.g. N K 3 with C N 3).
-    Raw value, before gsplat's +0.5 and clamp (see `sh_to_color`)."""
+    Raw value, before gsplat's +0.5 and clamp (see `sh_to_color`). backend "auto" uses
+    gsplat's CUDA kernel for float32 CUDA tensors (its kernels are float32 only) and torch
+    otherwise; "torch" always uses torch (the reference rasterizer is an oracle and must not
+    call the code it is checked against)."""
     k = num_bases(degree)
     if coeffs.shape[-2] < k:
         raise ValueError(f"SH degree {degree} needs {k} coefficients, got {coeffs.shape[-2]}")
-    if dirs.is_cuda and coeffs.is_cuda:
+    if (backend == "auto" and dirs.is_cuda and coeffs.is_cuda
+            and dirs.dtype == coeffs.dtype == torch.float32):
         return _eval_sh_cuda(degree, coeffs, dirs)
     bases = sh_bases(degree, dirs)  # [..., k]
     if degree == 0:
@@ -83,9 +88,10 @@ def sh_to_color(
     degree: int,
     coeffs: Float[Tensor, "*#batch K 3"],
     dirs: Float[Tensor, "*#batch 3"],
+    backend: str = "auto",
 ) -> Float[Tensor, "*batch 3"]:
     """gsplat's colour from SH: eval_sh(...) + 0.5, clamped at 0 (no upper clamp)."""
-    return torch.clamp_min(eval_sh(degree, coeffs, dirs) + 0.5, 0.0)
+    return torch.clamp_min(eval_sh(degree, coeffs, dirs, backend) + 0.5, 0.0)
 
 
 def _eval_sh_cuda(degree: int, coeffs: Tensor, dirs: Tensor) -> Tensor:
