@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import datetime
 import subprocess
 import sys
@@ -28,6 +29,9 @@ HEADER = (
 
 
 def git_commit() -> str:
+    # The GPU machine gets a copy of the tree without .git: the caller passes the commit.
+    if os.environ.get("SPLATLAB_COMMIT"):
+        return os.environ["SPLATLAB_COMMIT"]
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
                              text=True, check=True).stdout.strip()
