@@ -1,5 +1,6 @@
-"""gsplat's own writers (`gsplat.exporter.export_splats`, pure torch, runs on CPU) for
-the formats both `splat` and `ply-compressed` hand to it."""
+"""gsplat's own writers (`gsplat.exporter.export_splats`, pure torch, runs on CPU, reached
+through `splatlab.rasterizer.exporters`) for the formats both `splat` and `ply-compressed`
+hand to it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from .common import crop_box, original_splats, write_bytes
 
 def export_with_gsplat(target, opts, gsplat_format: str) -> int:
     """Write `opts.output` in gsplat format `gsplat_format`; returns the Gaussian count."""
-    from gsplat.exporter import export_splats
+    from splatlab.rasterizer.exporters import export_splats
 
     s = original_splats(target, crop_box(opts), where=opts.output)
     data = export_splats(
