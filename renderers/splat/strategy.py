@@ -2,8 +2,9 @@
 adaptive density control) or `MCMCStrategy` (3DGS-MCMC). Their running state is a plain
 dict of tensors that checkpoints as is (`state_to`).
 
-`DefaultStrategy` runs on CPU too: its split/duplicate/prune/reset ops are plain torch.
-`MCMCStrategy` calls gsplat CUDA kernels (relocation, noise), so it needs a GPU.
+Both run on CPU too: `DefaultStrategy`'s split/duplicate/prune/reset ops are plain torch,
+and `MCMCStrategy`'s two CUDA kernels (relocation, noise covariances) have torch twins
+that `splatlab.rasterizer.strategies` substitutes for non-CUDA tensors.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Literal, Union
 import torch
 from torch import Tensor
 
-from gsplat.strategy import DefaultStrategy, MCMCStrategy
+from splatlab.rasterizer.strategies import DefaultStrategy, MCMCStrategy, mcmc_step_post_backward
 
 StrategyKind = Literal["default", "mcmc"]
 
@@ -84,7 +85,7 @@ def make_strategy(
 
 
 def needs_cuda(kind: StrategyKind) -> bool:
-    return kind == "mcmc"
+    return False  # both strategies have a CPU path
 
 
 def initial_state(strategy: Strategy, scene_extent: float) -> dict[str, Any]:
@@ -103,7 +104,7 @@ def post_backward(strategy: Strategy, params, optimizers, state, step: int, info
     """Densify/prune/relocate (every `refine_every` steps) and update running stats.
     Call after the optimizer step; `lr_means` is the current position learning rate."""
     if isinstance(strategy, MCMCStrategy):
-        strategy.step_post_backward(params, optimizers, state, step, info, lr=lr_means)
+        mcmc_step_post_backward(strategy, params, optimizers, state, step, info, lr=lr_means)
     else:
         strategy.step_post_backward(params, optimizers, state, step, info, packed=False)
 
