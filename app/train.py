@@ -51,7 +51,7 @@ def parse_args(argv: list[str]) -> tuple["TrainConfig", Optional[Path]]:
     from .config import PRESETS, TrainConfig, presets_help, preset
 
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--preset", default="default")
+    pre.add_argument("--preset", default=None)
     pre.add_argument("--resume", default=None)
     known, rest = pre.parse_known_args(argv)
     resume = None
@@ -65,7 +65,15 @@ def parse_args(argv: list[str]) -> tuple["TrainConfig", Optional[Path]]:
         if any(a == "--preset" or a.startswith("--preset=") for a in argv):
             raise UserError("--resume continues with the run's saved config; drop --preset")
     else:
-        base = preset(known.preset)
+        name = known.preset
+        if name is None:
+            # The 30k-step schedule would take hours on a CPU: pick the CPU preset there,
+            # say so, and let --preset override.
+            name = "default" if _cuda_wanted(rest) else "cpu"
+            if name == "cpu" and not any(a in ("-h", "--help") for a in rest):
+                print("no CUDA GPU: using --preset cpu (pass --preset to choose another)",
+                      file=sys.stderr)
+        base = preset(name)
     description = (
         "Train a Gaussian splatting model. Pick a preset with --preset NAME (default: default), "
         "then override any field below.\n\npresets:\n" + presets_help()
@@ -77,6 +85,18 @@ def parse_args(argv: list[str]) -> tuple["TrainConfig", Optional[Path]]:
         raise UserError(f"unknown method {cfg.method!r}")
     assert PRESETS  # presets are part of the help above
     return cfg, resume
+
+
+def _cuda_wanted(argv: list[str]) -> bool:
+    """Will this run be on CUDA (an explicit --device, else whether CUDA is available)?"""
+    for i, a in enumerate(argv):
+        if a.startswith("--device="):
+            return a.split("=", 1)[1].startswith("cuda")
+        if a == "--device" and i + 1 < len(argv):
+            return argv[i + 1].startswith("cuda")
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def run(argv: list[str]) -> int:

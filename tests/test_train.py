@@ -185,10 +185,15 @@ def test_sigint_subprocess_checkpoints_and_resumes(tmp_path):
 def test_presets_and_cli_overrides():
     assert {"default", "fast", "cpu"} <= set(PRESETS)
     assert PRESETS["default"][1].steps == 30_000 and PRESETS["fast"][1].steps == 7000
-    cfg, resume = parse_args(["--preset", "fast", "--steps", "123", "--strategy", "mcmc"])
+    assert PRESETS["fast"][1].strategy == "mcmc" and PRESETS["fast-adc"][1].strategy == "default"
+    cfg, resume = parse_args(["--preset", "fast-adc", "--steps", "123", "--strategy", "mcmc"])
     assert resume is None and cfg.steps == 123 and cfg.refine_stop == 3500 and cfg.strategy == "mcmc"
+    # No --preset: the full schedule on CUDA, the CPU preset without a GPU.
     cfg, _ = parse_args(["some/data", "--output", "x"])
-    assert cfg.data == "some/data" and cfg.output == "x" and cfg.steps == 30_000
+    auto = "default" if torch.cuda.is_available() else "cpu"
+    assert cfg.data == "some/data" and cfg.output == "x" and cfg.steps == PRESETS[auto][1].steps
+    cfg, _ = parse_args(["some/data", "--device", "cuda"])
+    assert cfg.steps == PRESETS["default"][1].steps
     assert _primitive(cfg.to_json()) and TrainConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
     with pytest.raises(UserError, match="unknown preset"):
         parse_args(["--preset", "nope"])
@@ -199,11 +204,6 @@ def test_help_lists_presets(capsys):
         parse_args(["--help"])
     out = capsys.readouterr().out
     assert "presets:" in out and "fast" in out and "--steps" in out
-
-
-def test_mcmc_on_cpu_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="needs a CUDA GPU"):
-        train(tiny(tmp_path / "m", strategy="mcmc", device="cpu"))
 
 
 def test_missing_data_is_a_user_error(tmp_path):
