@@ -39,7 +39,7 @@ log = logging.getLogger("splatlab.viewer")
 
 MOVING_JPEG_QUALITY = 55
 STILL_JPEG_QUALITY = 92
-LIVE_RERENDER_S = 0.5  # at most this often per client when only the live model changed
+LIVE_RERENDER_S = 1.0  # at most this often per client when only the live model changed (training pays for each)
 
 
 def is_loopback(host: str) -> bool:
