@@ -162,8 +162,9 @@ def init_model(cfg: "TrainConfig", scene: "Scene", extent: float, device) -> "Sp
 
     g = torch.Generator().manual_seed(cfg.seed)
     half = cfg.init_extent * extent
-    pts, cols = scene_init_points(scene.points, scene.point_colors, np.full(3, -half),
-                                  np.full(3, half), cfg.init_num_points, generator=g)
+    lo, hi = (np.full(3, -half), np.full(3, half)) if scene.bounds is None else scene.bounds
+    pts, cols = scene_init_points(scene.points, scene.point_colors, lo, hi,
+                                  cfg.init_num_points, generator=g)
     if 0 < cfg.init_max_points < len(pts):
         keep = torch.randperm(len(pts), generator=g)[: cfg.init_max_points]
         pts, cols = pts[keep], cols[keep]

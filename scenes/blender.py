@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .common import Frame, build_scene, image_size
 from .nerfstudio import frame_intrinsics, frame_pose, image_file, read_json
 from .types import Scene, SceneError
@@ -40,6 +42,9 @@ def _frames(tp: Path, split: str) -> list[Frame]:
     return out
 
 
+OBJECT_HALF = 1.3
+
+
 def load(path, *, downscale: int = 1, test_every: int = 8, background=None) -> Scene:
     root = Path(path)
     train = _frames(root / "transforms_train.json", "train")
@@ -47,8 +52,13 @@ def load(path, *, downscale: int = 1, test_every: int = 8, background=None) -> S
     test = _frames(test_json, "test") if test_json.is_file() else []
     warnings = [] if test else [f"{test_json}: missing; no test split"]
     bg = tuple(background) if background is not None else WHITE
-    return build_scene(
+    scene = build_scene(
         fmt=NAME, root=root, frames=train + test, downscale=downscale, test_every=test_every,
         test_names={f.name for f in test}, background=bg, warnings=warnings,
         source=root / "transforms_train.json",
     )
+    # NeRF-synthetic objects sit inside [-1.3, 1.3]^3 (the random-init cube of 3DGS); the
+    # default box, 3x the camera radius, would put nearly every initial Gaussian in empty space.
+    corners = scene.normalization.apply_points(np.array([[-OBJECT_HALF] * 3, [OBJECT_HALF] * 3]))
+    scene.bounds = (corners.min(0), corners.max(0))
+    return scene

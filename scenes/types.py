@@ -210,6 +210,9 @@ class Scene:
     warnings: list[str] = field(default_factory=list)
     # Ground-truth geometry in the normalized frame, where known (the demo scene).
     mesh: Optional[Mesh] = None
+    # Where the content lies (normalized frame, lo and hi corners), when the format says so
+    # and has no points: random initial Gaussians go there instead of a box sized by the cameras.
+    bounds: Optional[tuple[Float[np.ndarray, "3"], Float[np.ndarray, "3"]]] = None
     # Facts about the files as they are on disk, for `splatlab info` (plain JSON values):
     # "source_sizes" [[w, h], ...] per image before any undistortion/downscale,
     # "camera_models" {model: count}, "image_dir" the folder the pixels come from.

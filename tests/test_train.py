@@ -234,3 +234,24 @@ def test_gpu_short_run(tmp_path, strategy):
     before = result.metrics["psnr"]
     assert eval_cmd.run([str(result.run_dir), "--save"]) == 0
     assert abs(json.loads((result.run_dir / "metrics.json").read_text())["psnr"] - before) < 0.01
+
+
+def test_random_init_fills_the_scene_bounds(tmp_path):
+    """Scenes without points but with known bounds (Blender) start with Gaussians inside
+    them, not in the default box sized by the cameras."""
+    import dataclasses
+
+    import numpy as np
+
+    from splatlab.app.train import init_model
+    from splatlab.scenes import load_scene
+
+    scene = dataclasses.replace(load_scene("demo"), points=None, point_colors=None)
+    lo, hi = np.array([-0.2, -0.1, 0.0]), np.array([0.3, 0.2, 0.4])
+    scene.bounds = (lo, hi)
+    cfg = dataclasses.replace(preset("cpu"), init_num_points=500)
+    means = init_model(cfg, scene, scene.extent, "cpu").means.detach().double().numpy()
+    assert means.shape == (500, 3)
+    assert (means >= lo - 1e-6).all() and (means <= hi + 1e-6).all()
+    # the box is filled, not a corner of it
+    assert (means.max(0) - means.min(0) > 0.8 * (hi - lo)).all()
