@@ -74,5 +74,17 @@ def run(argv: list[str]) -> int:
     mode = "browser-side splats" if args.client_splats else f"rendering on {device}"
     print(f"splatlab viewer: {server.url}  ({loaded.model.num_gaussians:,} Gaussians, {mode}; Ctrl-C to stop)",
           flush=True)
-    server.wait()
+    # pycolmap (imported to read a COLMAP scene's points) installs glog's failure handler,
+    # which answers SIGTERM with a native stack dump; stop quietly like Ctrl-C instead.
+    import signal
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.wait()  # stops the server on the way out
+    except KeyboardInterrupt:
+        pass
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
