@@ -111,9 +111,9 @@ def orbit(cams, frames: int, width: Optional[int] = None, height: Optional[int] 
 
 
 def _quat_from_rotmat(R: np.ndarray) -> np.ndarray:
-    from splatlab.renderers.splat.io import _rotmat_to_quat
+    from splatlab.renderers.common import rotmat_to_quat
 
-    return _rotmat_to_quat(R)
+    return rotmat_to_quat(R)
 
 
 def _rotmat_from_quat(q: np.ndarray) -> np.ndarray:

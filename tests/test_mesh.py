@@ -20,7 +20,7 @@ o3d = pytest.importorskip("open3d", reason="mesh export needs open3d (pip instal
 
 def surface_model(mesh, n: int, seed: int = 0) -> SplatModel:
     """Flat, opaque Gaussians on area-weighted samples of a triangle mesh, facing its normals."""
-    from splatlab.renderers.splat.io import _rotmat_to_quat
+    from splatlab.renderers.common import rotmat_to_quat
 
     rng = np.random.default_rng(seed)
     v, f = mesh.vertices, mesh.faces
@@ -36,7 +36,7 @@ def surface_model(mesh, n: int, seed: int = 0) -> SplatModel:
     t1[np.linalg.norm(t1, axis=-1) < 1e-6] = [1.0, 0.0, 0.0]
     t1 /= np.linalg.norm(t1, axis=-1, keepdims=True)
     t2 = np.cross(nrm, t1)
-    quats = np.stack([_rotmat_to_quat(np.stack([t1[i], t2[i], nrm[i]], 1)) for i in range(n)])
+    quats = np.stack([rotmat_to_quat(np.stack([t1[i], t2[i], nrm[i]], 1)) for i in range(n)])
     spacing = np.sqrt(area.sum() / n)
     model = SplatModel.from_points(torch.as_tensor(pts).float(), torch.full((n, 3), 0.6), sh_degree=0,
                                    init_opacity=0.95)

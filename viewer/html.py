@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from splatlab.renderers.common import atomic_write_bytes
 
 from .splats import CropBox, browser_splats, crop_model
 
@@ -69,16 +69,7 @@ def build_html(model, path: Path | str, *, cameras=None, background=None, crop: 
         html = server.get_scene_serializer().as_html()
     finally:
         server.stop()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(html)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, html.encode("utf-8"))
     return path
 
 

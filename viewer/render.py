@@ -15,6 +15,8 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
+from splatlab.renderers.common import rotmat_to_quat
+
 Output = Literal["RGB", "Depth", "Alpha"]
 OUTPUTS: tuple[Output, ...] = ("RGB", "Depth", "Alpha")
 
@@ -27,26 +29,6 @@ def quat_to_rotmat(wxyz: np.ndarray) -> np.ndarray:
         [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
         [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
     ])
-
-
-def rotmat_to_quat(R: np.ndarray) -> np.ndarray:
-    """3 3 rotation matrix -> unit quaternion (w x y z), w >= 0."""
-    R = np.asarray(R, dtype=np.float64)
-    t = np.trace(R)
-    if t > 0:
-        s = 2.0 * math.sqrt(t + 1.0)
-        q = [0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
-    else:
-        i = int(np.argmax(np.diag(R)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * math.sqrt(max(1.0 + R[i, i] - R[j, j] - R[k, k], 1e-12))
-        q = [0.0] * 4
-        q[0] = (R[k, j] - R[j, k]) / s
-        q[1 + i] = 0.25 * s
-        q[1 + j] = (R[j, i] + R[i, j]) / s
-        q[1 + k] = (R[k, i] + R[i, k]) / s
-    q = np.asarray(q)
-    return q * (1.0 if q[0] >= 0 else -1.0) / np.linalg.norm(q)
 
 
 @dataclass(frozen=True)

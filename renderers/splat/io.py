@@ -9,9 +9,7 @@ f_rest channel-major: all K-1 red coefficients, then green, then blue.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from splatlab.renderers.common import atomic_write_bytes, rotmat_to_quat
 from splatlab.rasterizer.sh import sh_bases
 from splatlab.scenes.types import Normalization, SceneError
 
@@ -72,26 +71,6 @@ def sh_rotation_matrices(R: Float[np.ndarray, "3 3"], degree: int) -> list[Tenso
     return mats
 
 
-def _rotmat_to_quat(R: np.ndarray) -> np.ndarray:
-    """wxyz unit quaternion of a rotation matrix (Shepperd's method)."""
-    R = np.asarray(R, dtype=np.float64)
-    tr = np.trace(R)
-    if tr > 0:
-        s = 2.0 * np.sqrt(tr + 1.0)
-        q = [0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
-    else:
-        i = int(np.argmax(np.diag(R)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * np.sqrt(1.0 + R[i, i] - R[j, j] - R[k, k])
-        q = np.zeros(4)
-        q[0] = (R[k, j] - R[j, k]) / s
-        q[1 + i] = 0.25 * s
-        q[1 + j] = (R[j, i] + R[i, j]) / s
-        q[1 + k] = (R[k, i] + R[i, k]) / s
-    q = np.asarray(q)
-    return q / np.linalg.norm(q)
-
-
 def _quat_mul(a: Tensor, b: Tensor) -> Tensor:
     """Hamilton product of wxyz quaternions (broadcasting)."""
     aw, ax, ay, az = a.unbind(-1)
@@ -120,7 +99,7 @@ def transform_splats(splats: dict[str, Tensor], sh_degree: int, T: Normalization
     out["means"] = means.float()
     out["scales"] = (splats["scales"].double() + np.log(float(T.scale))).float()
     if not np.allclose(R, np.eye(3)):
-        qR = torch.as_tensor(_rotmat_to_quat(R), device=dev)
+        qR = torch.as_tensor(rotmat_to_quat(R), device=dev)
         out["quats"] = _quat_mul(qR, splats["quats"].double()).float()
         shN = splats["shN"].double().clone()  # N K-1 3, bands l=1.. stacked
         # colour'(d') = colour(R^T d') = Y(R^T d') @ f = Y(d') @ M(R^T) @ f, so f' = M(R^T) f.
@@ -202,29 +181,13 @@ def ply_bytes(model: SplatModel, normalization: Optional[Normalization] = None,
     return ply_header(degree, n) + data.tobytes()
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Temp file beside `path`, then rename: never a half-written file. (Twin of
-    app.runs.atomic_write_bytes; renderers may not import app.)"""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_ply(model: SplatModel, path: Path | str, normalization: Optional[Normalization] = None,
               crop: Optional[Crop] = None) -> int:
     """Write `model` (normalized frame) as an INRIA 3DGS PLY in original coordinates
     (the inverse of `normalization`), optionally cropped to `crop` (original coordinates).
     NaN/Inf rows are dropped with a warning. Returns the number of Gaussians written."""
     data = ply_bytes(model, normalization, crop, where=path)
-    atomic_write(Path(path), data)
+    atomic_write_bytes(Path(path), data)
     header_end = data.index(b"end_header\n")
     return int(re.search(rb"element vertex (\d+)", data[:header_end]).group(1))
 
@@ -351,5 +314,4 @@ def read_ply(path: Path | str) -> SplatModel:
 
 
 __all__ = ["write_ply", "read_ply", "ply_bytes", "ply_header", "ply_property_names", "PlyError",
-           "Crop", "to_original_frame", "transform_splats", "sh_rotation_matrices", "F_REST_COUNT",
-           "atomic_write"]
+           "Crop", "to_original_frame", "transform_splats", "sh_rotation_matrices", "F_REST_COUNT"]
