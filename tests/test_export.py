@@ -56,6 +56,27 @@ def test_ply_export_is_in_original_coordinates(run, scene, tmp_path):
     assert (tmp_path / "a.ply").read_bytes() == (tmp_path / "b.ply").read_bytes()
 
 
+def test_viewer_crop_box_is_honoured(tmp_path, scene, capsys):
+    """The crop box a user set in `splatlab view` (saved beside the run) applies to later
+    exports unless --crop-* or --no-use-viewer-crop says otherwise."""
+    import json
+
+    run_dir = write_run(tmp_path / "run", demo_model(scene), scene, normalization=NORM)
+    orig = NORM.invert_points(scene.points)
+    lo, hi = np.percentile(orig, 25, axis=0), np.percentile(orig, 75, axis=0)
+    (run_dir / "viewer_crop.json").write_text(json.dumps({
+        "enabled": True, "frame": "normalized",
+        "min": NORM.apply_points(lo[None])[0].tolist(), "max": NORM.apply_points(hi[None])[0].tolist(),
+        "original": {"min": lo.tolist(), "max": hi.tolist()}}))
+    assert cli(run_dir, "--format", "ply", "--output", tmp_path / "v.ply") == 0
+    assert "viewer_crop.json" in capsys.readouterr().err
+    m = read_ply(tmp_path / "v.ply").means.detach().numpy()
+    assert 0 < len(m) < len(orig)
+    assert (m >= lo - 1e-5).all() and (m <= hi + 1e-5).all()
+    assert cli(run_dir, "--format", "ply", "--output", tmp_path / "all.ply", "--no-use-viewer-crop") == 0
+    assert len(read_ply(tmp_path / "all.ply").means) == len(orig)
+
+
 def test_crop_in_original_coordinates(run, scene, tmp_path, capsys):
     orig = NORM.invert_points(scene.points)
     lo, hi = np.percentile(orig, 20, axis=0), np.percentile(orig, 80, axis=0)

@@ -13,7 +13,7 @@ def export_with_gsplat(target, opts, gsplat_format: str) -> int:
     """Write `opts.output` in gsplat format `gsplat_format`; returns the Gaussian count."""
     from splatlab.rasterizer.exporters import export_splats
 
-    s = original_splats(target, crop_box(opts), where=opts.output)
+    s = original_splats(target, crop_box(opts, target), where=opts.output)
     data = export_splats(
         means=s["means"], scales=s["scales"], quats=s["quats"], opacities=s["opacities"],
         sh0=s["sh0"], shN=s["shN"], format=gsplat_format,

@@ -25,14 +25,17 @@ class ExportArgs:
     """Crop box minimum corner x y z, in the dataset's original coordinates."""
     crop_max: Optional[tuple[float, float, float]] = None
     """Crop box maximum corner x y z, in the dataset's original coordinates."""
+    use_viewer_crop: bool = True
+    """Without --crop-*: honour the crop box saved by `splatlab view` (<run>/viewer_crop.json)."""
 
 
-def crop_box(opts: ExportArgs):
-    """`Crop` from the options, or None; a half-given or inside-out box is a UserError."""
+def crop_box(opts: ExportArgs, target=None):
+    """`Crop` (original coordinates) from the options, else the viewer's saved crop box of
+    `target`'s run when enabled, else None; a half-given or inside-out box is a UserError."""
     from splatlab.renderers.splat.io import Crop
 
     if opts.crop_min is None and opts.crop_max is None:
-        return None
+        return viewer_crop(target) if opts.use_viewer_crop and target is not None else None
     if opts.crop_min is None or opts.crop_max is None:
         raise UserError("give both --crop-min and --crop-max")
     if any(lo > hi for lo, hi in zip(opts.crop_min, opts.crop_max)):
@@ -41,6 +44,31 @@ def crop_box(opts: ExportArgs):
     import numpy as np
 
     return Crop(np.asarray(opts.crop_min, dtype=np.float64), np.asarray(opts.crop_max, dtype=np.float64))
+
+
+def viewer_crop(target):
+    """The enabled crop box `splatlab view` saved for this run, in original coordinates."""
+    import json
+    import sys
+
+    import numpy as np
+
+    from splatlab.renderers.splat.io import Crop
+
+    saved = None if target.run_dir is None else Path(target.run_dir) / "viewer_crop.json"
+    if saved is None or not saved.exists():
+        return None
+    try:
+        d = json.loads(saved.read_text())
+        if not d.get("enabled"):
+            return None
+        box = Crop(np.asarray(d["original"]["min"], dtype=np.float64),
+                   np.asarray(d["original"]["max"], dtype=np.float64))
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"unreadable crop box ({e}); fix it or pass --no-use-viewer-crop", saved) from None
+    print(f"using the crop box saved by the viewer in {saved} (--no-use-viewer-crop ignores it)",
+          file=sys.stderr)
+    return box
 
 
 def check_output(path: Path, suffixes: tuple[str, ...] = ()) -> Path:

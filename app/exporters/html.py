@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,27 +20,17 @@ class Options(ExportArgs):
     run's first camera. The crop box is --crop-min/--crop-max, else the one saved by
     `splatlab view` in <run>/viewer_crop.json when it is enabled."""
 
-    use_viewer_crop: bool = True
-    """Honour <run>/viewer_crop.json (saved by `splatlab view`) when no --crop-* is given."""
-
 
 def _crop_normalized(target, opts: Options):
     from splatlab.viewer.splats import CropBox
 
-    crop = crop_box(opts)  # original coordinates
-    if crop is not None:
-        corners = np.array([[x, y, z] for x in (crop.lo[0], crop.hi[0])
-                            for y in (crop.lo[1], crop.hi[1]) for z in (crop.lo[2], crop.hi[2])])
-        c = target.normalization.apply_points(corners)
-        return CropBox(True, tuple(c.min(0)), tuple(c.max(0)))
-    saved = None if target.run_dir is None else target.run_dir / "viewer_crop.json"
-    if opts.use_viewer_crop and saved is not None and saved.exists():
-        try:
-            box = CropBox.from_json(json.loads(saved.read_text()))
-        except (ValueError, KeyError, TypeError) as e:
-            raise UserError(f"unreadable crop box ({e}); fix it or pass --no-use-viewer-crop", saved) from None
-        return box if box.enabled else None
-    return None
+    crop = crop_box(opts, target)  # original coordinates
+    if crop is None:
+        return None
+    corners = np.array([[x, y, z] for x in (crop.lo[0], crop.hi[0])
+                        for y in (crop.lo[1], crop.hi[1]) for z in (crop.lo[2], crop.hi[2])])
+    c = target.normalization.apply_points(corners)
+    return CropBox(True, tuple(c.min(0)), tuple(c.max(0)))
 
 
 def export(target, opts: Options) -> str:

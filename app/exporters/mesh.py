@@ -158,7 +158,7 @@ def export(target, opts: Options) -> str:
     from rich.progress import Progress
 
     check_output(opts.output, SUFFIXES)
-    crop = crop_box(opts)
+    crop = crop_box(opts, target)
     o3d = _open3d()
     if target.scene_json is None:
         raise UserError("mesh export needs the run's cameras; this is a bare PLY or a "

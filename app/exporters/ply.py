@@ -20,7 +20,7 @@ def export(target, opts: Options) -> str:
 
     check_output(opts.output, SUFFIXES)
     try:
-        data = ply_bytes(target.model, target.normalization, crop_box(opts), where=opts.output)
+        data = ply_bytes(target.model, target.normalization, crop_box(opts, target), where=opts.output)
     except PlyError as e:
         from ..errors import UserError
 

@@ -50,7 +50,7 @@ def export(target, opts: Options) -> str:
         raise UserError(f"--min-opacity must be in 0..1, got {opts.min_opacity}")
     if not 0.0 < opts.max_size_percentile <= 100.0:
         raise UserError(f"--max-size-percentile must be in (0, 100], got {opts.max_size_percentile}")
-    s = original_splats(target, crop_box(opts), where=opts.output)
+    s = original_splats(target, crop_box(opts, target), where=opts.output)
     size = s["scales"].max(dim=-1).values  # log scale: monotone, the percentile is the same
     keep = torch.sigmoid(s["opacities"]) >= opts.min_opacity
     if opts.max_size_percentile < 100.0:
