@@ -9,6 +9,7 @@ with a hint to run `splatlab process`. Writes nothing.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -105,12 +106,71 @@ def _print_table(info: dict) -> None:
     Console().print(t)
 
 
+def is_model(path: str) -> bool:
+    """A run folder, a checkpoint or a PLY: described as a model, not as a scene."""
+    from .runs import is_run_dir
+
+    p = Path(path)
+    return is_run_dir(p) or (p.is_file() and p.suffix.lower() in (".pt", ".ply"))
+
+
+def describe_model(path: str) -> dict:
+    """Gaussian count, SH degree and bounds (original coordinates) of a run, checkpoint or
+    PLY, plus the run's step, scene and test metrics when it has them."""
+    import numpy as np
+
+    from .runs import load_target
+
+    t = load_target(path)
+    means = t.normalization.invert_points(t.model.means.detach().double().numpy())
+    finite = np.isfinite(means).all(1)
+    info = {
+        "path": str(path), "format": t.kind, "num_gaussians": t.model.num_gaussians,
+        "sh_degree": t.model.sh_degree,
+        "bounds_min": means[finite].min(0).tolist() if finite.any() else None,
+        "bounds_max": means[finite].max(0).tolist() if finite.any() else None,
+        "step": t.step, "scene": None, "metrics": None, "warnings": [],
+    }
+    if t.scene_json is not None:
+        info["scene"] = {k: t.scene_json.get(k) for k in ("name", "format", "root")}
+    if t.run_dir is not None and (Path(t.run_dir) / "metrics.json").exists():
+        m = json.loads((Path(t.run_dir) / "metrics.json").read_text())
+        info["metrics"] = {k: m.get(k) for k in ("psnr", "ssim", "lpips", "num_test_views", "train_seconds")}
+    return info
+
+
+def _print_model(info: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=info["path"], show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("kind", info["format"])
+    t.add_row("Gaussians", f"{info['num_gaussians']:,} (SH degree {info['sh_degree']})")
+    if info["bounds_min"] is not None:
+        fmt = lambda v: " ".join(f"{x:.3g}" for x in v)  # noqa: E731
+        t.add_row("bounds", f"[{fmt(info['bounds_min'])}] .. [{fmt(info['bounds_max'])}] (original coordinates)")
+    if info["step"] is not None:
+        t.add_row("step", f"{info['step']:,}")
+    if info["scene"]:
+        t.add_row("scene", f"{info['scene']['name']} ({info['scene']['format']}, {info['scene']['root']})")
+    if info["metrics"]:
+        m = info["metrics"]
+        lp = "unavailable" if m.get("lpips") is None else f"{m['lpips']:.4f}"
+        t.add_row("test metrics", f"PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  LPIPS {lp}  ({m['num_test_views']} views)")
+    Console().print(t)
+
+
 def run(argv: list[str]) -> int:
     args = tyro.cli(InfoArgs, args=argv, prog="splatlab info", description=__doc__.split("\n\n")[0])
+    model = args.path != "demo" and is_model(args.path)
+    info = describe_model(args.path) if model else describe(args.path, args.downscale)
     if args.json:
         # Warnings go into the object; keep stderr quiet so stdout is the one JSON object.
-        info = describe(args.path, args.downscale)
         sys.stdout.write(json.dumps(info) + "\n")
+    elif model:
+        _print_model(info)
     else:
-        _print_table(describe(args.path, args.downscale))
+        _print_table(info)
     return 0

@@ -59,3 +59,27 @@ def test_info_shared_acceptance(capsys):
     assert beer["num_points"] == 4414 and beer["camera_model"] == "SIMPLE_RADIAL"
     sc = info_json(shared_dataset("sacre_coeur"), capsys)
     assert sc["format"] == "images" and sc["num_images"] == 10
+
+
+def test_info_describes_a_ply_and_a_run(tmp_path, capsys):
+    """`splatlab info` accepts a PLY or a run wherever it accepts a scene."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from splatlab.app.cli import main
+    from splatlab.renderers.splat import SplatModel
+    from splatlab.renderers.splat.io import write_ply
+    from splatlab.scenes.types import Normalization
+
+    g = torch.Generator().manual_seed(0)
+    model = SplatModel.from_points(torch.rand(50, 3, generator=g), torch.rand(50, 3, generator=g), sh_degree=2)
+    norm = Normalization(scale=0.5, translation=np.array([1.0, -2.0, 0.5]))
+    write_ply(model, tmp_path / "m.ply", normalization=norm)
+    assert main(["info", str(tmp_path / "m.ply"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format"] == "ply" and info["num_gaussians"] == 50 and info["sh_degree"] == 2
+    orig = norm.invert_points(model.means.detach().double().numpy())
+    np.testing.assert_allclose(info["bounds_min"], orig.min(0), atol=1e-5)
+    np.testing.assert_allclose(info["bounds_max"], orig.max(0), atol=1e-5)
