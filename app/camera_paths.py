@@ -50,15 +50,9 @@ def _cameras(c2w: np.ndarray, fx, fy, cx, cy, width: int, height: int):
 
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
     """OpenCV camera-to-world matrices (P 4 4) at `eye` (P 3) looking at `target`."""
-    eye = np.atleast_2d(eye)
-    fwd = target - eye
-    fwd /= np.linalg.norm(fwd, axis=-1, keepdims=True)
-    right = np.cross(fwd, up)
-    right /= np.linalg.norm(right, axis=-1, keepdims=True)
-    down = np.cross(fwd, right)
-    c2w = np.tile(np.eye(4), (len(eye), 1, 1))
-    c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = right, down, fwd, eye
-    return c2w
+    from splatlab.scenes.types import look_at as _look_at
+
+    return _look_at(np.atleast_2d(eye), target, up)
 
 
 def focus_point(c2w: np.ndarray) -> np.ndarray:

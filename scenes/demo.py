@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .types import Cameras, ImageSet, Mesh, Normalization, Scene, SceneError
+from .types import Cameras, ImageSet, Mesh, Normalization, Scene, SceneError, look_at
 
 NAME = "demo"
 BACKGROUND = (0.62, 0.72, 0.86)
@@ -293,14 +293,7 @@ def orbit_camtoworlds(num_views: int) -> np.ndarray:
     elev = np.deg2rad(12 + 50 * (i / num_views))
     azim = i * np.pi * (3 - np.sqrt(5))
     eye = LOOK_AT + ORBIT_RADIUS * np.stack([np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev)], -1)
-    fwd = LOOK_AT - eye
-    fwd /= np.linalg.norm(fwd, axis=-1, keepdims=True)
-    right = np.cross(fwd, np.array([0.0, 0.0, 1.0]))
-    right /= np.linalg.norm(right, axis=-1, keepdims=True)
-    down = np.cross(fwd, right)
-    c2w = np.tile(np.eye(4), (num_views, 1, 1))
-    c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = right, down, fwd, eye
-    return c2w
+    return look_at(eye, LOOK_AT, up=(0.0, 0.0, 1.0))
 
 
 def camera_rays(c2w: np.ndarray, fx: float, fy: float, cx: float, cy: float, width: int, height: int, ss: int = 1):

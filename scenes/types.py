@@ -96,6 +96,24 @@ class Cameras:
         )
 
 
+def look_at(eye: Float[np.ndarray, "*P 3"], target, up=(0.0, 0.0, 1.0)) -> Float[np.ndarray, "*P 4 4"]:
+    """OpenCV camera-to-world matrices (+x right, +y down, +z forward) at `eye` looking at
+    `target`, with `up` (world) pointing up in the image. Batched over leading dims; when
+    up is parallel to the view direction another axis stands in for it."""
+    eye = np.asarray(eye, dtype=np.float64)
+    fwd = np.asarray(target, dtype=np.float64) - eye
+    fwd = fwd / np.linalg.norm(fwd, axis=-1, keepdims=True)
+    right = np.cross(fwd, np.broadcast_to(np.asarray(up, dtype=np.float64), fwd.shape))
+    degenerate = np.linalg.norm(right, axis=-1, keepdims=True) < 1e-9
+    right = np.where(degenerate, np.cross(fwd, np.broadcast_to([1.0, 0.0, 0.0], fwd.shape)), right)
+    right = right / np.linalg.norm(right, axis=-1, keepdims=True)
+    down = np.cross(fwd, right)
+    c2w = np.zeros(fwd.shape[:-1] + (4, 4))
+    c2w[..., :3, 0], c2w[..., :3, 1], c2w[..., :3, 2], c2w[..., :3, 3] = right, down, fwd, eye
+    c2w[..., 3, 3] = 1.0
+    return c2w
+
+
 @dataclass
 class Normalization:
     """x_normalized = scale * (R @ x_original) + translation. R is identity for every

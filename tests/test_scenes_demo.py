@@ -80,3 +80,25 @@ def test_demo_cameras_look_at_the_scene():
     R = c2w[:, :3, :3]
     np.testing.assert_allclose(R @ R.transpose(0, 2, 1), np.broadcast_to(np.eye(3), R.shape), atol=1e-6)
     np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-6)
+
+
+def test_look_at_convention():
+    """look_at gives OpenCV camera-to-world: the target is straight ahead (+z), world up is
+    image up (-y), the frame is a proper rotation; a view along `up` still works."""
+    from splatlab.scenes.types import look_at
+
+    rng = np.random.default_rng(0)
+    eyes = rng.normal(size=(20, 3)) * 4
+    targets = rng.normal(size=(20, 3))
+    c2w = look_at(eyes, targets)
+    for e, t, m in zip(eyes, targets, c2w):
+        R, p = m[:3, :3], m[:3, 3]
+        np.testing.assert_allclose(R.T @ R, np.eye(3), atol=1e-12)
+        assert abs(np.linalg.det(R) - 1) < 1e-12 and np.allclose(p, e)
+        cam = R.T @ (t - e)  # target in camera coordinates
+        np.testing.assert_allclose(cam[:2], 0, atol=1e-9)
+        assert cam[2] > 0
+        up_cam = R.T @ np.array([0.0, 0.0, 1.0])
+        assert up_cam[1] < 0  # world up points to image up (-y)
+    m = look_at(np.array([0.0, 0.0, 5.0]), np.zeros(3))  # looking straight down the up axis
+    assert np.isfinite(m).all() and abs(np.linalg.det(m[:3, :3]) - 1) < 1e-12

@@ -90,16 +90,10 @@ class ViserTestClient:
 
 def look_at_wxyz(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     """wxyz of an OpenCV camera at `eye` looking at `target` (+z forward, -y up)."""
-    from .render import rotmat_to_quat
+    from splatlab.renderers.common import rotmat_to_quat
+    from splatlab.scenes.types import look_at
 
-    fwd = np.asarray(target, float) - np.asarray(eye, float)
-    fwd /= np.linalg.norm(fwd)
-    right = np.cross(fwd, np.asarray(up, float))
-    if np.linalg.norm(right) < 1e-9:
-        right = np.cross(fwd, [1.0, 0.0, 0.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(fwd, right)
-    return rotmat_to_quat(np.stack([right, down, fwd], -1))
+    return rotmat_to_quat(look_at(eye, target, up)[:3, :3])
 
 
 __all__ = ["ViserTestClient", "camera_message", "decode_batch", "look_at_wxyz"]
