@@ -30,6 +30,9 @@ from typing import Optional
 import numpy as np
 import torch
 
+from splatlab.renderers.common import quat_to_rotmat, rotmat_to_quat
+from splatlab.scenes.types import look_at
+
 from .errors import UserError
 
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -46,13 +49,6 @@ def _cameras(c2w: np.ndarray, fx, fy, cx, cy, width: int, height: int):
         width=torch.full((n,), int(width), dtype=torch.long),
         height=torch.full((n,), int(height), dtype=torch.long),
     )
-
-
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """OpenCV camera-to-world matrices (P 4 4) at `eye` (P 3) looking at `target`."""
-    from splatlab.scenes.types import look_at as _look_at
-
-    return _look_at(np.atleast_2d(eye), target, up)
 
 
 def focus_point(c2w: np.ndarray) -> np.ndarray:
@@ -104,19 +100,6 @@ def orbit(cams, frames: int, width: Optional[int] = None, height: Optional[int] 
                     W / 2.0, H / 2.0, W, H)
 
 
-def _quat_from_rotmat(R: np.ndarray) -> np.ndarray:
-    from splatlab.renderers.common import rotmat_to_quat
-
-    return rotmat_to_quat(R)
-
-
-def _rotmat_from_quat(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = q / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
-
-
 def _slerp(q0: np.ndarray, q1: np.ndarray, t: float) -> np.ndarray:
     dot = float(q0 @ q1)
     if dot > 0.9995:
@@ -141,7 +124,7 @@ def interpolate(cams, frames: int, width: Optional[int] = None, height: Optional
     n = len(c2w)
     if n < 2:
         raise UserError("interpolate needs at least two cameras")
-    qs = [_quat_from_rotmat(c2w[i, :3, :3]) for i in range(n)]
+    qs = [rotmat_to_quat(c2w[i, :3, :3]) for i in range(n)]
     for i in range(1, n):  # shortest arcs
         if qs[i] @ qs[i - 1] < 0:
             qs[i] = -qs[i]
@@ -156,7 +139,7 @@ def interpolate(cams, frames: int, width: Optional[int] = None, height: Optional
         t = s - i
         p = [pos[max(i - 1, 0)], pos[i], pos[i + 1], pos[min(i + 2, n - 1)]]
         out[k, :3, 3] = _catmull_rom(*p, t)
-        out[k, :3, :3] = _rotmat_from_quat(_slerp(qs[i], qs[i + 1], t))
+        out[k, :3, :3] = quat_to_rotmat(_slerp(qs[i], qs[i + 1], t))
         ofx[k], ofy[k] = (1 - t) * fx[i] + t * fx[i + 1], (1 - t) * fy[i] + t * fy[i + 1]
     return _cameras(out, ofx, ofy, W / 2.0, H / 2.0, W, H)
 
@@ -225,4 +208,4 @@ def _rescale(cams, W: int, H: int):
 
 PATHS = {"orbit": orbit, "interpolate": interpolate}
 
-__all__ = ["PATHS", "orbit", "interpolate", "from_json", "look_at", "focus_point"]
+__all__ = ["PATHS", "orbit", "interpolate", "from_json", "focus_point"]

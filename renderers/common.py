@@ -29,6 +29,24 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
         raise
 
 
+def quat_to_rotmat(wxyz: np.ndarray) -> np.ndarray:
+    """(... 4) quaternions (w x y z, any norm) -> (... 3 3) rotation matrices."""
+    q = np.asarray(wxyz, dtype=np.float64)
+    w, x, y, z = np.moveaxis(q / np.linalg.norm(q, axis=-1, keepdims=True).clip(1e-300), -1, 0)
+    R = np.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ], -1)
+    return R.reshape(q.shape[:-1] + (3, 3))
+
+
+def box_corners(lo, hi) -> np.ndarray:
+    """The 8 corners (8 3) of the axis-aligned box [lo, hi]."""
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    return np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+
+
 def rotmat_to_quat(R: np.ndarray) -> np.ndarray:
     """3 3 rotation matrix -> unit quaternion (w x y z) with w >= 0 (Shepperd's method)."""
     R = np.asarray(R, dtype=np.float64)
@@ -49,4 +67,4 @@ def rotmat_to_quat(R: np.ndarray) -> np.ndarray:
     return q * (1.0 if q[0] >= 0 else -1.0) / np.linalg.norm(q)
 
 
-__all__ = ["atomic_write_bytes", "rotmat_to_quat"]
+__all__ = ["atomic_write_bytes", "box_corners", "quat_to_rotmat", "rotmat_to_quat"]

@@ -15,20 +15,10 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
-from splatlab.renderers.common import rotmat_to_quat
+from splatlab.renderers.common import quat_to_rotmat, rotmat_to_quat
 
 Output = Literal["RGB", "Depth", "Alpha"]
 OUTPUTS: tuple[Output, ...] = ("RGB", "Depth", "Alpha")
-
-
-def quat_to_rotmat(wxyz: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w x y z) -> 3 3 rotation matrix."""
-    w, x, y, z = np.asarray(wxyz, dtype=np.float64) / np.linalg.norm(wxyz)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from splatlab.renderers.common import box_corners, quat_to_rotmat
 from splatlab.renderers.splat import SplatModel, sh_to_rgb
 
 
@@ -44,9 +45,7 @@ class CropBox:
         d = {"enabled": self.enabled, "frame": "normalized",
              "min": [float(v) for v in self.lo], "max": [float(v) for v in self.hi]}
         if normalization is not None:
-            corners = np.array([[x, y, z] for x in (self.lo[0], self.hi[0])
-                                for y in (self.lo[1], self.hi[1]) for z in (self.lo[2], self.hi[2])])
-            orig = normalization.invert_points(corners)
+            orig = normalization.invert_points(box_corners(self.lo, self.hi))
             # Exact when the normalization has no rotation (every loader today); else the
             # axis-aligned bounds of the rotated box.
             d["original"] = {"min": [float(v) for v in orig.min(0)], "max": [float(v) for v in orig.max(0)]}
@@ -72,13 +71,7 @@ def crop_model(model: SplatModel, crop: Optional[CropBox]) -> SplatModel:
 
 def quats_scales_to_covariances(quats: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """N 4 (wxyz, any norm), N 3 scales -> N 3 3 covariances R diag(s^2) R^T."""
-    q = quats / np.linalg.norm(quats, axis=-1, keepdims=True).clip(1e-12)
-    w, x, y, z = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
-    R = np.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], -1).reshape(-1, 3, 3)
+    R = quat_to_rotmat(quats)
     M = R * scales[:, None, :]
     return M @ M.transpose(0, 2, 1)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 
 from ..errors import UserError
 from .common import ExportArgs, check_output, crop_box
@@ -27,9 +26,9 @@ def _crop_normalized(target, opts: Options):
     crop = crop_box(opts, target)  # original coordinates
     if crop is None:
         return None
-    corners = np.array([[x, y, z] for x in (crop.lo[0], crop.hi[0])
-                        for y in (crop.lo[1], crop.hi[1]) for z in (crop.lo[2], crop.hi[2])])
-    c = target.normalization.apply_points(corners)
+    from splatlab.renderers.common import box_corners
+
+    c = target.normalization.apply_points(box_corners(crop.lo, crop.hi))
     return CropBox(True, tuple(c.min(0)), tuple(c.max(0)))
 
 

@@ -16,8 +16,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from splatlab.rasterizer import Backend, RenderMode, RenderOutput, rasterize
+from splatlab.rasterizer.sh import SH_C0
 
-SH_C0 = 0.28209479177387814
 
 
 def num_sh_bases(degree: int) -> int:
