@@ -31,7 +31,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import TrainConfig
     from .events import EventBus
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 CHECKPOINT_VERSION = 1
 
 
@@ -131,6 +130,8 @@ def load_data(cfg: "TrainConfig") -> "Scene":
     directly; a bare photo folder or a video is posed first by `splatlab process`."""
     from splatlab.scenes import SceneError, find_format, load_scene
 
+    from .video import is_video
+
     if cfg.data is None or (cfg.data == "demo" and not Path("demo").exists()):
         return load_scene(None, downscale=cfg.downscale, test_every=cfg.test_every)
     path = Path(cfg.data)
@@ -139,15 +140,12 @@ def load_data(cfg: "TrainConfig") -> "Scene":
     try:
         needs_poses = find_format(path).NAME == "images"  # a bare photo folder
     except SceneError:
-        if path.suffix.lower() not in VIDEO_SUFFIXES:
+        if not is_video(path):
             raise
         needs_poses = True
     if needs_poses:
-        try:
-            from .process import posed_dataset
-        except ImportError:
-            raise UserError("training on bare photos or a video needs `splatlab process`, "
-                            "which is not yet available in this version", path) from None
+        from .process import posed_dataset
+
         path = Path(posed_dataset(path))
     return load_scene(path, downscale=cfg.downscale, test_every=cfg.test_every)
 
@@ -406,11 +404,7 @@ class ViewerHookup:
 def start_viewer(cfg: "TrainConfig", scene: "Scene", model: "SplatModel", step: int,
                  stopwatch: Stopwatch, stop: StopFlag):
     """The live viewer on its own threads, fed by a `ViewerHookup` subscriber."""
-    try:
-        from splatlab.viewer import LiveFeed, serve
-        import splatlab.viewer.server  # noqa: F401 - fail here, not mid-run
-    except ImportError:
-        raise UserError("--viewer: the live viewer is not yet available in this version") from None
+    from splatlab.viewer import LiveFeed, serve
     from .events import SplatsUpdated
 
     feed = LiveFeed()
