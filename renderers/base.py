@@ -114,6 +114,10 @@ class TrainConfig:
     """Number of optimisation steps."""
     downscale: int = 1
     """Load images at 1/downscale resolution."""
+    rgb_loss: Literal["l1", "mse"] = "l1"
+    """Photometric loss on the colours (the loop computes it, masked by `Batch.mask`)."""
+    ssim_lambda: float = 0.2
+    """Image batches only: loss = (1 - ssim_lambda) * rgb_loss + ssim_lambda * (1 - SSIM)."""
     test_every: int = 8
     """Hold out every N-th image as a test view (when the dataset has no test split)."""
     log_every: int = 100
