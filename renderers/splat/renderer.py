@@ -17,7 +17,6 @@ from torch import Tensor
 from splatlab.renderers.base import Batch, ParamGroup, Rendered, Renderer
 from splatlab.renderers.common import quat_to_rotmat
 
-from . import strategy as strat
 from .config import PRESETS, SplatConfig
 from .model import SplatModel, scene_init_points, sh_to_rgb
 
@@ -34,6 +33,11 @@ def init_model(cfg: SplatConfig, scene, extent: float, device) -> SplatModel:
         pts, cols = pts[keep], cols[keep]
     return SplatModel.from_points(pts.to(device), cols.to(device), cfg.sh_degree,
                                   init_opacity=cfg.init_opacity, init_scale=cfg.init_scale)
+
+
+def _state_to(state: dict[str, Any], device) -> dict[str, Any]:
+    """A strategy state with its tensors moved (to "cpu" for a checkpoint)."""
+    return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in state.items()}
 
 
 def scene_extent(scene) -> float:
@@ -58,6 +62,7 @@ class SplatRenderer(Renderer):
         # Training state (setup_training); a resumed strategy state waits here until then.
         self._cfg: Optional[SplatConfig] = None
         self._strategy = None
+        self._ops = None  # the strategy module (loads gsplat's strategy classes), set up for training
         self._strategy_state: Optional[dict] = None
         self._extent = 1.0
         self._checked = False
@@ -70,14 +75,14 @@ class SplatRenderer(Renderer):
     def state_dict(self) -> dict[str, Any]:
         state = self.model.state()  # {"sh_degree", "splats"}: the previous checkpoint's "model"
         if self._strategy_state is not None:
-            state["strategy_state"] = strat.state_to(self._strategy_state, "cpu")
+            state["strategy_state"] = _state_to(self._strategy_state, "cpu")
         return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device="cpu") -> "SplatRenderer":
         r = cls(SplatModel.from_state(state, device))
         if state.get("strategy_state") is not None:
-            r._strategy_state = strat.state_to(state["strategy_state"], r.device)
+            r._strategy_state = _state_to(state["strategy_state"], r.device)
         return r
 
     @classmethod
@@ -126,7 +131,9 @@ class SplatRenderer(Renderer):
 
     # ---- training hooks ----------------------------------------------------------------
     def setup_training(self, cfg: SplatConfig, scene) -> None:
-        self._cfg = cfg
+        from . import strategy as strat  # gsplat's strategy classes load with it
+
+        self._cfg, self._ops = cfg, strat
         self._extent = scene_extent(scene)
         self._strategy = strat.make_strategy(
             cfg.strategy, refine_start=cfg.refine_start, refine_stop=cfg.refine_stop,
@@ -155,13 +162,13 @@ class SplatRenderer(Renderer):
         if not self._checked:
             self._strategy.check_sanity(self.model.splats, optimizers)
             self._checked = True
-        strat.pre_backward(self._strategy, self.model.splats, optimizers, self._strategy_state,
+        self._ops.pre_backward(self._strategy, self.model.splats, optimizers, self._strategy_state,
                            step, out.extras["info"])
 
     def after_step(self, step: int, out: Rendered, optimizers: dict) -> Optional[str]:
         n_before = self.model.num_gaussians
         lr_means = optimizers["means"].param_groups[0]["lr"]
-        strat.post_backward(self._strategy, self.model.splats, optimizers, self._strategy_state,
+        self._ops.post_backward(self._strategy, self.model.splats, optimizers, self._strategy_state,
                             step, out.extras["info"], lr_means)
         n = self.model.num_gaussians
         return None if n == n_before else f"{n_before:,} -> {n:,} Gaussians"
