@@ -219,6 +219,11 @@ class Bookkeeping:
         self.bus.emit(TrainFinished(step, str(self.run_dir), self.seconds(), "diverged", msg))
         raise TrainingDiverged(msg)
 
+    def stalled(self, step: int, optimizers: dict) -> None:
+        """The render no longer depends on any parameter (every primitive culled): say why."""
+        _, _, problem = self.window.read(optimizers)
+        self.diverged(step, problem or "nothing the model renders depends on its parameters any more")
+
     def log(self, step: int, renderer: "Renderer", optimizers: dict, lrs: dict, where: str) -> None:
         """Read the window back (the one sync), refuse NaN/Inf, emit StepDone."""
         from .events import StepDone
@@ -404,12 +409,14 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
             loss, mse = batch_loss(out.rgb, batch, cfg.rgb_loss, cfg.ssim_lambda)
             for extra in renderer.extra_losses(step, out, batch).values():
                 loss = loss + extra
+            book.window.add(loss, mse)
+            if not loss.requires_grad:  # host metadata: nothing rendered depends on a parameter
+                book.stalled(step + 1, optimizers)
             loss.backward()
             for opt in optimizers.values():
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             note = renderer.after_step(step, out, optimizers)
-            book.window.add(loss, mse)
             done = step + 1
             if note:
                 bus.emit(ev.RefineDone(done, note))
