@@ -191,6 +191,15 @@ def newest_good_checkpoint(run_dir: Path, device="cpu", warn=None) -> tuple[Path
     raise first_error
 
 
+def set_aside_newer(run_dir: Path, resumed: Path) -> None:
+    """Rename checkpoints newer than `resumed` (unreadable ones a resume skipped) to
+    `*.pt.unreadable`, so the resumed run's own checkpoints are the newest ones (kept, not
+    deleted: splatlab never removes what it cannot read)."""
+    for p in sorted((Path(run_dir) / CHECKPOINT_DIR).glob("step_*.pt")):
+        if p.name > Path(resumed).name:
+            p.rename(p.with_name(p.name + ".unreadable"))
+
+
 def save_checkpoint(run_dir: Path, step: int, ck: dict, keep: int) -> Path:
     """Write `ck` (tensors moved to the CPU) as step `step`, atomically, and keep the
     newest `keep` checkpoints."""

@@ -358,7 +358,10 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
     if device.type == "cuda":
         # A scene's image sizes are fixed, so cuDNN can pick its fastest SSIM convolutions once.
         torch.backends.cudnn.benchmark = True
-    ckpt = runs.newest_good_checkpoint(resume, device)[1] if resume else None
+    ckpt = None
+    if resume is not None:
+        path, ckpt = runs.newest_good_checkpoint(resume, device)
+        runs.set_aside_newer(resume, path)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
