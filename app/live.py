@@ -52,9 +52,11 @@ class LiveHookup:
         stopwatch.start()
 
 
-def start_viewer(cfg, scene: "Scene", renderer: "Renderer", step: int):
-    """The live viewer on its own threads -> (server, hookup); subscribe the hookup."""
+def start_viewer(cfg, scene: "Scene", renderer: "Renderer", step: int, bus):
+    """The live viewer on its own threads, its hookup subscribed to `bus` -> (server, hookup)."""
     from splatlab.viewer import LiveFeed, serve
+
+    from .events import ModelUpdated, Note, StepDone
 
     feed = LiveFeed()
     hookup = LiveHookup(feed)
@@ -64,6 +66,8 @@ def start_viewer(cfg, scene: "Scene", renderer: "Renderer", step: int):
     server = serve(feed=feed, cameras=scene.cameras[scene.train_idx], points=pts,
                    port=cfg.viewer_port, background=scene.background,
                    normalization=scene.normalization, block=False)
+    bus.subscribe(hookup, StepDone, ModelUpdated)
+    bus.emit(Note(f"live viewer: {getattr(server, 'url', f'http://localhost:{cfg.viewer_port}')}"))
     return server, hookup
 
 

@@ -318,6 +318,24 @@ def finish(renderer: "Renderer", scene, cfg: "TrainConfig", book: Bookkeeping, s
     return metrics
 
 
+def open_run_folder(run_dir: Path, cfg: "TrainConfig", scene, bus: "EventBus", new: bool):
+    """Check (a new run) and fill the run folder's config.json and scene.json; subscribe
+    and return the JSONL log."""
+    from . import runs
+    from .events import JsonlLogger, Note
+
+    if new:
+        runs.prepare_output(run_dir, overwrite=cfg.overwrite, dataset=dataset_folder(scene))
+    for w in scene.warnings:
+        bus.emit(Note(w, "warning"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.atomic_write_json(run_dir / "config.json", cfg.to_json())
+    runs.atomic_write_json(run_dir / "scene.json", runs.scene_to_json(scene))
+    log = JsonlLogger(run_dir / "log.jsonl")
+    bus.subscribe(log)
+    return log
+
+
 def linger(server) -> None:
     """After training, keep the live viewer up until Ctrl-C."""
     print(f"training finished; the viewer keeps serving at {getattr(server, 'url', '')} "
@@ -369,15 +387,7 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
     if not scene.train_idx:
         raise UserError("the scene has no training views", scene.root)
     run_dir = Path(resume or run_dir or cfg.output or default_run_dir(scene.name))
-    if resume is None:
-        runs.prepare_output(run_dir, overwrite=cfg.overwrite, dataset=dataset_folder(scene))
-    for w in scene.warnings:
-        bus.emit(ev.Note(w, "warning"))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    runs.atomic_write_json(run_dir / "config.json", cfg.to_json())
-    runs.atomic_write_json(run_dir / "scene.json", runs.scene_to_json(scene))
-    log = ev.JsonlLogger(run_dir / "log.jsonl")
-    bus.subscribe(log)
+    log = open_run_folder(run_dir, cfg, scene, bus, new=resume is None)
 
     # Renderer and optimizers: fresh, or exactly as checkpointed.
     renderer = method.build(scene, cfg, device) if ckpt is None else method.from_state(ckpt["model"], device)
@@ -389,11 +399,8 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
                            random_background=cfg.random_background,
                            rays_per_batch=getattr(cfg, "rays_per_batch", None))  # a rays method's field
     book = Bookkeeping(cfg, run_dir, bus, device, scene, prior_seconds, runs.latest_checkpoint(run_dir))
-    stop, server, hookup = StopFlag(), None, None
-    if cfg.viewer:
-        server, hookup = start_viewer(cfg, scene, renderer, start)
-        bus.subscribe(hookup, ev.StepDone, ev.ModelUpdated)
-        bus.emit(ev.Note(f"live viewer: {getattr(server, 'url', f'http://localhost:{cfg.viewer_port}')}"))
+    stop = StopFlag()
+    server, hookup = start_viewer(cfg, scene, renderer, start, bus) if cfg.viewer else (None, None)
     wants_model = bus.wants(ev.ModelUpdated)
     bus.emit(ev.TrainStarted(
         run_dir=str(run_dir), scene=scene.name, method=cfg.method, preset=cfg.preset,

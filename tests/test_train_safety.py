@@ -68,6 +68,7 @@ def test_info_refuses_a_checkpoint_that_would_run_code(tmp_path):
     assert live.is_dir()
 
 
+@pytest.mark.slow  # two short training runs (~45 s on a shared 2-core CPU)
 def test_output_holding_a_run_is_refused_and_overwrite_replaces_only_the_run(demo_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(demo_run, run)
@@ -113,6 +114,7 @@ def test_divergence_ends_with_one_clean_line(tmp_path, flags, why):
     assert "training diverged" in line and why in line
 
 
+@pytest.mark.slow  # a short run, then a resume
 def test_corrupt_newest_checkpoint_falls_back_to_the_newest_good_one(demo_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(demo_run, run)
