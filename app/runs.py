@@ -244,8 +244,9 @@ def prepare_output(run_dir: Path, *, overwrite: bool, dataset: Optional[Path] = 
                         "folder, or pass --overwrite to replace it", run_dir)
     for name in RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
-    for p in (run_dir / CHECKPOINT_DIR).glob("step_*.pt"):
-        p.unlink()
+    for pattern in ("step_*.pt", "step_*.pt.unreadable"):
+        for p in (run_dir / CHECKPOINT_DIR).glob(pattern):
+            p.unlink()
     for p in (run_dir / "renders" / "test").glob("*.png"):
         p.unlink()
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from .config import parse_train_args as parse_args
 from .errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,6 +34,13 @@ if TYPE_CHECKING:  # pragma: no cover
 class TrainingDiverged(UserError):
     """NaN/Inf in the loss or the parameters, or a model left with no parameters; the
     last good checkpoint is kept."""
+
+
+def parse_args(argv: list[str]) -> tuple["TrainConfig", Optional[Path]]:
+    """(config, run folder to resume or None): see `config.parse_train_args`."""
+    from .config import parse_train_args
+
+    return parse_train_args(argv)
 
 
 def run(argv: list[str]) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import pytest
 import torch
@@ -191,8 +192,9 @@ def test_cpu_mcmc_training_run(tmp_path):
     assert result.reason == "done" and result.step == 20
     # MCMC grows by 5% at steps 5, 10, 15 (gsplat refines when step > refine_start)
     assert [e.step for e in refines] == [6, 11, 16], refines
-    assert all(e.after == int(1.05 * e.before) for e in refines), refines
-    assert result.metrics["num_gaussians"] == refines[-1].after
+    counts = [[int(n.replace(",", "")) for n in re.findall(r"[\d,]+", e.note)] for e in refines]
+    assert all(after == int(1.05 * before) for before, after in counts), refines
+    assert result.metrics["num_gaussians"] == counts[-1][1]
     assert result.metrics["psnr"] is not None and math.isfinite(result.metrics["psnr"])
 
 
