@@ -38,7 +38,7 @@ class LiveHookup:
         self._last = now
         with torch.no_grad():
             snapshot = renderer.live_copy()
-        self.feed.publish(snapshot, {**self.stats, "step": step, **renderer.stats()})
+        self.feed.publish(snapshot, {**self.stats, "step": step})  # the viewer asks the renderer for its own stats
 
     def hold(self, renderer: "Renderer", step: int, stopwatch, stop) -> None:
         """Between steps: while the viewer's pause button is down, wait here (stopwatch

@@ -295,3 +295,33 @@ def test_splat_ply_bytes_are_the_writers_own(tmp_path):
     written = SplatRenderer(model).write_outputs(tmp_path / "run", norm)
     assert written == [tmp_path / "run" / "splat.ply"]
     assert written[0].read_bytes() == (tmp_path / "direct.ply").read_bytes()
+
+
+def test_live_hookup_never_blocks_a_handler_and_holds_between_steps():
+    """The viewer's pause is a flag: the event handler returns at once while paused, and
+    the loop's between-steps `hold` waits with the stopwatch stopped until resume."""
+    import threading
+    import time
+
+    from splatlab.app.events import ModelUpdated
+    from splatlab.app.live import LiveHookup
+    from splatlab.app.train import StopFlag, Stopwatch
+    from splatlab.renderers.splat import SplatModel, SplatRenderer
+    from splatlab.viewer import LiveFeed
+
+    r = SplatRenderer(SplatModel.random(20, torch.tensor([-1.0, -1, -1]), torch.tensor([1.0, 1, 1]), sh_degree=0))
+    feed = LiveFeed()
+    hook = LiveHookup(feed, interval_s=0.0)
+    feed.pause()
+    t = time.monotonic()
+    hook(ModelUpdated(5, r))
+    assert time.monotonic() - t < 0.5
+    snap, stats, _ = feed.latest()
+    assert snap is not r and stats["step"] == 5  # a detached snapshot was published
+    watch = Stopwatch(torch.device("cpu"))
+    watch.start()
+    threading.Timer(0.4, feed.resume).start()
+    t = time.monotonic()
+    hook.hold(r, 6, watch, StopFlag())
+    waited = time.monotonic() - t
+    assert waited >= 0.35 and watch.now() < 0.2 and not feed.is_paused()

@@ -505,7 +505,7 @@ class ViewerServer:
             lines.append(f"**Render** {fps:.1f} frames/s, last {render_ms:.0f} ms at {size[0]}x{size[1]}")
         if self.feed is not None:
             latest = self.feed.latest()
-            stats = latest[2] if latest else {}
+            stats = latest[1] if latest else {}
             parts = []
             for k, fmt in (("step", "{:,}"), ("loss", "{:.4f}"), ("steps_per_s", "{:.1f}")):
                 if k in stats:
