@@ -1,17 +1,17 @@
 """Model <-> plain arrays for the viewer: the live feed's activated tensors as a
-renderable model, crop-box filtering, and the browser-side splat arrays."""
+renderable model, crop-box filtering (the box is `scenes.geometry.Box`), and the
+browser-side splat arrays."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from splatlab.renderers.common import box_corners, quat_to_rotmat
 from splatlab.renderers.splat import SplatModel, sh_to_rgb
+from splatlab.scenes.geometry import Box, covariances
 
 
 def model_from_activated(splats: dict[str, Tensor], sh_degree: int) -> SplatModel:
@@ -30,50 +30,12 @@ def model_from_activated(splats: dict[str, Tensor], sh_degree: int) -> SplatMode
     return SplatModel({k: v.detach() for k, v in raw.items()}, sh_degree)
 
 
-@dataclass(frozen=True)
-class CropBox:
-    """Axis-aligned box in the model's (normalized) frame; Gaussians whose means lie
-    outside are hidden when `enabled`."""
-
-    enabled: bool = False
-    lo: tuple[float, float, float] = (-1.0, -1.0, -1.0)
-    hi: tuple[float, float, float] = (1.0, 1.0, 1.0)
-
-    def to_json(self, normalization=None) -> dict:
-        """The box in the normalized frame, plus (given the run's `Normalization`) the
-        box in original dataset coordinates, the frame splat.ply and exports are in."""
-        d = {"enabled": self.enabled, "frame": "normalized",
-             "min": [float(v) for v in self.lo], "max": [float(v) for v in self.hi]}
-        if normalization is not None:
-            orig = normalization.invert_points(box_corners(self.lo, self.hi))
-            # Exact when the normalization has no rotation (every loader today); else the
-            # axis-aligned bounds of the rotated box.
-            d["original"] = {"min": [float(v) for v in orig.min(0)], "max": [float(v) for v in orig.max(0)]}
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "CropBox":
-        return cls(bool(d.get("enabled", False)), tuple(float(v) for v in d["min"]),
-                   tuple(float(v) for v in d["max"]))
-
-    def mask(self, means: Tensor) -> Tensor:
-        lo = torch.as_tensor(self.lo, dtype=means.dtype, device=means.device)
-        hi = torch.as_tensor(self.hi, dtype=means.dtype, device=means.device)
-        return ((means >= lo) & (means <= hi)).all(-1)
-
-
-def crop_model(model: SplatModel, crop: Optional[CropBox]) -> SplatModel:
+def crop_model(model: SplatModel, crop: Optional[Box]) -> SplatModel:
+    """The Gaussians whose means lie in `crop` (normalized frame), when it is enabled."""
     if crop is None or not crop.enabled:
         return model
     keep = crop.mask(model.means.detach())
     return SplatModel({k: v.detach()[keep] for k, v in model.splats.items()}, model.sh_degree)
-
-
-def quats_scales_to_covariances(quats: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """N 4 (wxyz, any norm), N 3 scales -> N 3 3 covariances R diag(s^2) R^T."""
-    R = quat_to_rotmat(quats)
-    M = R * scales[:, None, :]
-    return M @ M.transpose(0, 2, 1)
 
 
 def browser_splats(model: SplatModel) -> dict[str, np.ndarray]:
@@ -81,7 +43,7 @@ def browser_splats(model: SplatModel) -> dict[str, np.ndarray]:
     with torch.no_grad():
         return {
             "centers": model.means.detach().float().cpu().numpy(),
-            "covariances": quats_scales_to_covariances(
+            "covariances": covariances(
                 model.quats.detach().double().cpu().numpy(), model.scales.detach().double().cpu().numpy()
             ).astype(np.float32),
             "rgbs": sh_to_rgb(model.splats["sh0"].detach()[:, 0]).clamp(0, 1).float().cpu().numpy(),
@@ -89,4 +51,4 @@ def browser_splats(model: SplatModel) -> dict[str, np.ndarray]:
         }
 
 
-__all__ = ["model_from_activated", "CropBox", "crop_model", "browser_splats", "quats_scales_to_covariances"]
+__all__ = ["model_from_activated", "crop_model", "browser_splats"]
