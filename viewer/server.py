@@ -427,7 +427,8 @@ class ViewerServer:
         if self.crop_path is None:
             return
         try:
-            atomic_write_bytes(self.crop_path, (json.dumps(self.crop.to_json(self.normalization), indent=2) + "\n").encode())
+            text = json.dumps(self.crop.to_json(self.normalization), indent=2) + "\n"
+            atomic_write_bytes(self.crop_path, text.encode())
         except OSError as e:
             self._once("cropsave", f"{self.crop_path}: could not save the crop box ({e.strerror})")
 
