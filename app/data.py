@@ -38,7 +38,7 @@ def load_data(cfg) -> "Scene":
     directly; a bare photo folder or a video is posed first by `splatlab process`."""
     from splatlab.scenes import SceneError, find_format, load_scene
 
-    from .video import is_video
+    from splatlab.scenes.capture.video import is_video
 
     if cfg.data is None or (cfg.data == "demo" and not Path("demo").exists()):
         return load_scene(None, downscale=cfg.downscale, test_every=cfg.test_every)
@@ -52,7 +52,7 @@ def load_data(cfg) -> "Scene":
             raise
         needs_poses = True
     if needs_poses:
-        from .process import posed_dataset
+        from splatlab.scenes.capture.process import posed_dataset
 
         path = Path(posed_dataset(path))
     return load_scene(path, downscale=cfg.downscale, test_every=cfg.test_every)

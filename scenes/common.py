@@ -20,15 +20,15 @@ camera-to-world in the dataset's own frame, intrinsics as declared) and calls
   for training.
 * Downscale N: an existing complete `images_N/`-style folder is used as is; otherwise
   images are resized on load. Resized or undistorted images are cached under
-  `$SPLATLAB_CACHE` (default `~/.cache/splatlab`), keyed by a hash of the source file's
-  bytes and the operation, never inside the dataset.
+  `files.cache_root()` ($SPLATLAB_CACHE, else $XDG_CACHE_HOME/splatlab, else
+  ~/.cache/splatlab), keyed by a hash of the source file's bytes and the operation,
+  never inside the dataset.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -39,7 +39,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .types import Cameras, ImageSet, Normalization, Scene, SceneError
+from .files import atomic_write_bytes, cache_root
+from .geometry import Normalization
+from .types import Cameras, ImageSet, Scene, SceneError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -74,10 +76,6 @@ class Frame:
 
     def __post_init__(self):
         self.name = self.name or self.image.name
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SPLATLAB_CACHE", Path.home() / ".cache" / "splatlab"))
 
 
 def warn(msg: str) -> None:
@@ -179,12 +177,9 @@ def _cached(src: Path, op: str, make: Callable[[], np.ndarray]) -> np.ndarray:
             pass  # a damaged cache entry: remake it
     img = make()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, format="PNG", compress_level=1)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
+        atomic_write_bytes(path, buf.getvalue())
     except OSError as e:  # a read-only home must not stop training
         warn(f"{path}: cannot write the image cache ({e.strerror}); set SPLATLAB_CACHE")
     return img
@@ -338,9 +333,7 @@ def build_scene(
 
     c2w = np.stack([fr.c2w for fr in frames]).astype(np.float64)
     norm = normalization_for(c2w[:, :3, 3], rotation, offset)
-    c2w_n = c2w.copy()
-    c2w_n[:, :3, :3] = norm.rotation @ c2w[:, :3, :3]
-    c2w_n[:, :3, 3] = norm.apply_points(c2w[:, :3, 3])
+    c2w_n = norm.apply_c2w(c2w)
     if points is not None:
         points = norm.apply_points(np.asarray(points, np.float64).reshape(-1, 3))
         point_colors = (np.zeros((len(points), 3), np.uint8) if point_colors is None

@@ -14,16 +14,15 @@ skipped with one warning.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
 from .common import Frame, Intrinsics, build_scene, image_size
+from .geometry import OPENGL_TO_OPENCV, fov_to_focal
 from .types import Scene, SceneError
 
 NAME = "nerfstudio"
-OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 DIST_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
 
 
@@ -81,10 +80,10 @@ def frame_intrinsics(meta: dict, frame: dict, image: Path, where: Path, size=Non
             ax = get("camera_angle_x")
             if ax is None:
                 raise SceneError(where, "no focal length: give fl_x/fl_y or camera_angle_x")
-            fx = 0.5 * w / math.tan(0.5 * float(ax))
+            fx = fov_to_focal(float(ax), w)
         if fy is None:
             ay = get("camera_angle_y")
-            fy = 0.5 * h / math.tan(0.5 * float(ay)) if ay is not None and get("fl_x") is None else fx
+            fy = fov_to_focal(float(ay), h) if ay is not None and get("fl_x") is None else fx
         cx, cy = float(get("cx", w / 2.0)), float(get("cy", h / 2.0))
         dist = tuple(float(get(k, 0.0)) for k in DIST_KEYS)
     except (TypeError, ValueError) as e:

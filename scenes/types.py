@@ -20,6 +20,9 @@ import torch
 from jaxtyping import Float, Int, UInt8
 from torch import Tensor
 
+# Re-exported: loaders and callers have always found these here; they live in geometry.
+from .geometry import Normalization, look_at  # noqa: F401
+
 
 class SceneError(Exception):
     """A user-facing input problem: one line naming the file and what is wrong."""
@@ -94,61 +97,6 @@ class Cameras:
             cx=(self.cx.double() * sx).to(self.cx.dtype), cy=(self.cy.double() * sy).to(self.cy.dtype),
             width=w, height=h,
         )
-
-
-def look_at(eye: Float[np.ndarray, "*P 3"], target, up=(0.0, 0.0, 1.0)) -> Float[np.ndarray, "*P 4 4"]:
-    """OpenCV camera-to-world matrices (+x right, +y down, +z forward) at `eye` looking at
-    `target`, with `up` (world) pointing up in the image. Batched over leading dims; when
-    up is parallel to the view direction another axis stands in for it."""
-    eye = np.asarray(eye, dtype=np.float64)
-    fwd = np.asarray(target, dtype=np.float64) - eye
-    fwd = fwd / np.linalg.norm(fwd, axis=-1, keepdims=True)
-    right = np.cross(fwd, np.broadcast_to(np.asarray(up, dtype=np.float64), fwd.shape))
-    degenerate = np.linalg.norm(right, axis=-1, keepdims=True) < 1e-9
-    right = np.where(degenerate, np.cross(fwd, np.broadcast_to([1.0, 0.0, 0.0], fwd.shape)), right)
-    right = right / np.linalg.norm(right, axis=-1, keepdims=True)
-    down = np.cross(fwd, right)
-    c2w = np.zeros(fwd.shape[:-1] + (4, 4))
-    c2w[..., :3, 0], c2w[..., :3, 1], c2w[..., :3, 2], c2w[..., :3, 3] = right, down, fwd, eye
-    c2w[..., 3, 3] = 1.0
-    return c2w
-
-
-@dataclass
-class Normalization:
-    """x_normalized = scale * (R @ x_original) + translation. R is identity for every
-    loader today (translation plus uniform scale), which keeps SH untouched; exporters
-    still handle a general R."""
-
-    scale: float = 1.0
-    translation: Float[np.ndarray, "3"] = field(default_factory=lambda: np.zeros(3))
-    rotation: Float[np.ndarray, "3 3"] = field(default_factory=lambda: np.eye(3))
-
-    def matrix(self) -> Float[np.ndarray, "4 4"]:
-        T = np.eye(4)
-        T[:3, :3] = self.scale * np.asarray(self.rotation, dtype=np.float64)
-        T[:3, 3] = np.asarray(self.translation, dtype=np.float64)
-        return T
-
-    def apply_points(self, x: Float[np.ndarray, "P 3"]) -> Float[np.ndarray, "P 3"]:
-        x = np.asarray(x, dtype=np.float64)
-        return self.scale * x @ np.asarray(self.rotation).T + np.asarray(self.translation)
-
-    def invert_points(self, x: Float[np.ndarray, "P 3"]) -> Float[np.ndarray, "P 3"]:
-        x = np.asarray(x, dtype=np.float64)
-        return ((x - np.asarray(self.translation)) / self.scale) @ np.asarray(self.rotation)
-
-    def to_json(self) -> dict:
-        return {
-            "scale": float(self.scale),
-            "translation": [float(v) for v in np.asarray(self.translation).reshape(3)],
-            "rotation": np.asarray(self.rotation, dtype=np.float64).tolist(),
-        }
-
-    @classmethod
-    def from_json(cls, d: dict) -> "Normalization":
-        return cls(float(d["scale"]), np.asarray(d["translation"], dtype=np.float64),
-                   np.asarray(d.get("rotation", np.eye(3)), dtype=np.float64))
 
 
 @dataclass

@@ -19,7 +19,8 @@ from splatlab.viewer.render import (
     AdaptiveResolution, RenderSettings, ViewCamera, frame_size, intrinsics, quat_to_rotmat,
     render_frame, rotmat_to_quat,
 )
-from splatlab.viewer.splats import CropBox, browser_splats, crop_renderer
+from splatlab.scenes.geometry import Box
+from splatlab.viewer.splats import browser_splats, crop_renderer
 
 
 def _model(n=50, seed=0):
@@ -121,21 +122,37 @@ def test_degenerate_camera_from_a_client_is_skipped(caplog):
 
 def test_crop_box_and_browser_splats():
     m = _model(200)
-    box = CropBox(True, (-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
+    box = Box((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5), enabled=True)
     c = crop_renderer(SplatRenderer(m), box)
     inside = ((m.means.abs() <= 0.5).all(-1)).sum().item()
     assert c.model.num_gaussians == inside
-    assert crop_renderer(SplatRenderer(m), CropBox(False)).model.num_gaussians == 200
+    assert crop_renderer(SplatRenderer(m), Box(enabled=False)).model.num_gaussians == 200
     from splatlab.scenes.types import Normalization
 
     d = box.to_json(Normalization(scale=2.0, translation=np.array([1.0, 0, 0])))
-    assert d["original"]["min"] == [-0.75, -0.25, -0.25] and CropBox.from_json(d) == box
+    assert d["original"]["min"] == [-0.75, -0.25, -0.25] and Box.from_json(d) == box
     a = browser_splats(SplatRenderer(m))
     assert a["centers"].shape == (200, 3) and a["covariances"].shape == (200, 3, 3)
     assert a["opacities"].shape == (200, 1) and 0 <= a["rgbs"].min() and a["rgbs"].max() <= 1
     # Covariance = R S^2 R^T: its eigenvalues are the squared scales.
     ev = np.sort(np.linalg.eigvalsh(a["covariances"][0].astype(np.float64)))
     np.testing.assert_allclose(ev, np.sort(m.scales[0].detach().double().numpy() ** 2), rtol=1e-3)
+
+
+def test_viewer_crop_json_written_before_the_merge_still_loads(tmp_path):
+    """viewer_crop.json as the viewer's old CropBox wrote it reads back as the same box,
+    and the one Box writes the same keys (exports read "original")."""
+    old = ('{"enabled": true, "frame": "normalized", "min": [-0.5, -0.25, 0.0], "max": [0.5, 0.25, 1.0],'
+           ' "original": {"min": [-1.5, -1.0, -0.5], "max": [-0.5, -0.5, 0.0]}}')
+    box = Box.from_json(json.loads(old))
+    assert box == Box((-0.5, -0.25, 0.0), (0.5, 0.25, 1.0), enabled=True)
+    from splatlab.scenes.types import Normalization
+
+    norm = Normalization(scale=1.0, translation=np.array([1.0, 0.5, 0.5]))
+    again = box.to_json(norm)
+    assert again["original"] == {"min": [-1.5, -0.75, -0.5], "max": [-0.5, -0.25, 0.5]}
+    assert set(again) == set(json.loads(old)) and again["min"] == [-0.5, -0.25, 0.0]
+    assert Box.from_json({"min": [0, 0, 0], "max": [1, 1, 1]}).enabled is False
 
 
 def test_build_html_is_self_contained(tmp_path):

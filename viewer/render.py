@@ -15,7 +15,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
-from splatlab.renderers.common import quat_to_rotmat, rotmat_to_quat
+from splatlab.scenes.geometry import fov_to_focal, quat_to_rotmat, rotmat_to_quat
 from splatlab.scenes.types import Cameras
 
 Output = Literal["RGB", "Depth", "Alpha"]
@@ -63,7 +63,7 @@ def frame_size(aspect: float, max_res: int, scale: float = 1.0) -> tuple[int, in
 
 def intrinsics(fov_y: float, width: int, height: int) -> np.ndarray:
     """3 3 pinhole K for a vertical fov, square pixels, centred principal point."""
-    fy = 0.5 * height / math.tan(0.5 * fov_y)
+    fy = fov_to_focal(fov_y, height)
     return np.array([[fy, 0.0, 0.5 * width], [0.0, fy, 0.5 * height], [0.0, 0.0, 1.0]])
 
 

@@ -17,9 +17,7 @@ import ipaddress
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,12 +26,12 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from splatlab.scenes.files import atomic_write_bytes
+from splatlab.scenes.geometry import Box, focal_to_fov, rotmat_to_quat, up_direction
+
 from .live import LiveFeed
-from .render import (
-    OUTPUTS, AdaptiveResolution, RenderSettings, ViewCamera, frame_size, render_frame,
-    rotmat_to_quat,
-)
-from .splats import CropBox, browser_splats, can_crop, centers, crop_renderer, stats_line
+from .render import OUTPUTS, AdaptiveResolution, RenderSettings, ViewCamera, frame_size, render_frame
+from .splats import browser_splats, can_crop, centers, crop_renderer, stats_line
 
 log = logging.getLogger("splatlab.viewer")
 
@@ -205,7 +203,7 @@ class ViewerServer:
             sh_degree=self._max_sh_degree() or 0,
             background=tuple(background) if background is not None else (0.0, 0.0, 0.0),
         )
-        self.crop = CropBox()
+        self.crop = Box(enabled=False)
         self.crop = self._load_crop()
 
         # viser moves on to the next port itself when one is taken; we report the bound one.
@@ -273,14 +271,12 @@ class ViewerServer:
             c2w = self.cameras.camtoworlds.double().cpu().numpy()
             centers = c2w[:, :3, 3]
             extent = float(np.linalg.norm(centers - centers.mean(0), axis=-1).max()) or 1.0
-            # Scene up = mean camera up (-y in OpenCV axes): right for captures taken upright.
-            up = -c2w[:, :3, 1].mean(0)
-            if np.linalg.norm(up) > 1e-6:
-                up = up / np.linalg.norm(up)
+            up = up_direction(c2w)
+            if up is not None:
                 scene.set_up_direction(tuple(float(v) for v in up))
             for i in range(len(self.cameras)):
                 H, W = float(self.cameras.height[i]), float(self.cameras.width[i])
-                fov = 2.0 * math.atan(0.5 * H / float(self.cameras.fy[i]))
+                fov = focal_to_fov(float(self.cameras.fy[i]), H)
                 handle = scene.add_camera_frustum(
                     f"/cameras/{i:04d}", fov=fov, aspect=W / H, scale=0.06 * extent,
                     wxyz=rotmat_to_quat(c2w[i, :3, :3]), position=c2w[i, :3, 3],
@@ -288,7 +284,7 @@ class ViewerServer:
                 )
                 handle.on_click(self._make_jump(i, fov))
                 self.frustums.append(handle)
-            self._set_initial_camera(c2w[0], fov=2.0 * math.atan(0.5 * float(self.cameras.height[0]) / float(self.cameras.fy[0])),
+            self._set_initial_camera(c2w[0], fov=focal_to_fov(float(self.cameras.fy[0]), float(self.cameras.height[0])),
                                      target=self._scene_center())
         if points is not None and points[0] is not None and len(points[0]) > 0:
             pts = np.asarray(points[0], dtype=np.float32)
@@ -394,12 +390,12 @@ class ViewerServer:
 
             def crop_update(_=None) -> None:
                 a, b = np.asarray(lo.value, float), np.asarray(hi.value, float)
-                self.set_crop(CropBox(bool(enabled.value), tuple(np.minimum(a, b)), tuple(np.maximum(a, b))))
+                self.set_crop(Box(np.minimum(a, b), np.maximum(a, b), bool(enabled.value)))
 
             for h in (enabled, lo, hi):
                 h.on_update(crop_update)
 
-    def set_crop(self, crop: CropBox) -> None:
+    def set_crop(self, crop: Box) -> None:
         self.crop = crop
         self._update_crop_box()
         self._save_crop()
@@ -413,10 +409,10 @@ class ViewerServer:
         self.crop_box.scale = tuple(np.maximum(hi - lo, 1e-6))
         self.crop_box.visible = self.crop.enabled
 
-    def _load_crop(self) -> CropBox:
+    def _load_crop(self) -> Box:
         if self.crop_path is not None and self.crop_path.exists():
             try:
-                return CropBox.from_json(json.loads(self.crop_path.read_text()))
+                return Box.from_json(json.loads(self.crop_path.read_text()))
             except (ValueError, KeyError, TypeError) as e:
                 self._once("crop", f"{self.crop_path}: ignoring unreadable crop box ({e})")
         model, _ = self.current_model()
@@ -425,18 +421,15 @@ class ViewerServer:
             # Default box: the 1st..99th percentile of the centres (a subsample keeps it cheap).
             m = c.float().cpu().numpy()[:: max(1, len(c) // 100000)]
             lo, hi = np.percentile(m, 1, axis=0), np.percentile(m, 99, axis=0)
-            return CropBox(False, tuple(float(v) for v in lo), tuple(float(v) for v in hi))
-        return CropBox()
+            return Box(lo, hi, enabled=False)
+        return Box(enabled=False)
 
     def _save_crop(self) -> None:
         if self.crop_path is None:
             return
         try:
-            self.crop_path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".viewer_crop.", suffix=".tmp", dir=self.crop_path.parent)
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(self.crop.to_json(self.normalization), indent=2) + "\n")
-            os.replace(tmp, self.crop_path)
+            text = json.dumps(self.crop.to_json(self.normalization), indent=2) + "\n"
+            atomic_write_bytes(self.crop_path, text.encode())
         except OSError as e:
             self._once("cropsave", f"{self.crop_path}: could not save the crop box ({e.strerror})")
 

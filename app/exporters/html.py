@@ -21,15 +21,10 @@ class Options(ExportArgs):
 
 
 def _crop_normalized(target, opts: Options):
-    from splatlab.viewer.splats import CropBox
-
     crop = crop_box(opts, target)  # original coordinates
     if crop is None:
         return None
-    from splatlab.renderers.common import box_corners
-
-    c = target.normalization.apply_points(box_corners(crop.lo, crop.hi))
-    return CropBox(True, tuple(c.min(0)), tuple(c.max(0)))
+    return target.normalization.apply_box(crop)
 
 
 def export(target, opts: Options) -> str:
