@@ -162,7 +162,9 @@ class Mesh:
 class ImageSet:
     """Lazily loaded, cached RGB images (uint8 H W 3), already undistorted and downscaled
     to match `Scene.cameras`. `loader(i)` does the real work and returns uint8 H W 3 or
-    H W 4 (alpha kept; compositing happens here, with `background`)."""
+    H W 4 (alpha kept; compositing happens here, with `background`). `masks(i)`, where the
+    dataset has masks (nerfstudio `mask_path`, COLMAP `masks/`), returns uint8 H W processed
+    like the image: 0 = ignore the pixel, 255 = use it."""
 
     def __init__(
         self,
@@ -170,9 +172,12 @@ class ImageSet:
         loader: Callable[[int], UInt8[np.ndarray, "H W _"]],
         background: Optional[tuple[float, float, float]] = None,
         cache: bool = True,
+        masks: Optional[Callable[[int], UInt8[np.ndarray, "H W"]]] = None,
     ):
         self.names = list(names)
         self._loader = loader
+        self._masks = masks
+        self._mask_cache: dict[int, np.ndarray] = {}
         self.background = background
         self._cache: dict[int, np.ndarray] = {}
         self._use_cache = cache
@@ -206,6 +211,23 @@ class ImageSet:
     def alpha(self, i: int) -> Optional[UInt8[np.ndarray, "H W"]]:
         img = self.load_rgba(i)
         return img[..., 3] if img.shape[-1] == 4 else None
+
+    @property
+    def has_masks(self) -> bool:
+        return self._masks is not None
+
+    def mask(self, i: int) -> Optional[UInt8[np.ndarray, "H W"]]:
+        """Image i's mask (0 = ignore, 255 = use), or None when the dataset has none."""
+        if self._masks is None:
+            return None
+        with self._lock:
+            hit = self._mask_cache.get(i)
+        if hit is None:
+            hit = self._masks(i)
+            if self._use_cache:
+                with self._lock:
+                    self._mask_cache[i] = hit
+        return hit
 
 
 @dataclass
