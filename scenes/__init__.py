@@ -62,6 +62,8 @@ def read_scene(
     loads, the error names what each said. `images` (an images folder) applies to COLMAP
     and LLFF, `colmap_path` (the sparse model folder; implies format colmap) to COLMAP.
     Relative paths are taken inside the scene folder when they exist there."""
+    images = None if images is None else Path(images)
+    colmap_path = None if colmap_path is None else Path(colmap_path)
     if format is None and colmap_path is not None:
         format = colmap.NAME
     if format is not None:
