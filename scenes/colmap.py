@@ -189,10 +189,11 @@ def _check_camera(path: Path, cid: int, model_id: int, w: int, h: int, params, n
     return name, w, h
 
 
-def _check_pose(path: Path, iid: int, q, t) -> None:
+def _check_pose(path: Path, iid: int, q, t, what: str = "image") -> None:
     q, t = np.asarray(q, np.float64), np.asarray(t, np.float64)
-    if not (np.isfinite(q).all() and np.isfinite(t).all()) or np.linalg.norm(q) < 1e-12:
-        raise SceneError(path, f"image {iid} has a non-finite or zero pose (NaN/Inf rotation or translation)")
+    ok = np.isfinite(q).all() and np.isfinite(t).all() and np.abs(q).max() < 1e150 and np.abs(t).max() < 1e150
+    if not ok or np.linalg.norm(q) < 1e-12:
+        raise SceneError(path, f"{what} {iid} has a non-finite or zero pose (NaN/Inf rotation or translation)")
 
 
 def _add(table: dict, key: int, value, path: Path, what: str) -> None:
@@ -267,13 +268,15 @@ def _check_rig_files(d: Path) -> None:
             for j in range(max(0, n - 1)):
                 (has_pose,) = r.unpack("<iIB", f"rig record {k}'s sensor {j}")[2:]
                 if has_pose:
-                    r.unpack("<7d", f"rig record {k}'s sensor {j} pose")
+                    pose = r.unpack("<7d", f"rig record {k}'s sensor {j} pose")
+                    _check_pose(p, k, pose[:4], pose[4:], "rig")
         r.finish()
     p = d / "frames.bin"
     if p.is_file():
         r = _Reader(p, _open(p))
         for k in range(r.count(8 + 56 + 4, "frames")):
-            r.unpack("<II7d", f"frame record {k}")
+            fid, _, *pose = r.unpack("<II7d", f"frame record {k}")
+            _check_pose(p, fid, pose[:4], pose[4:], "frame")
             (n,) = r.unpack("<I", f"frame record {k}'s data count")
             r.need(16 * n, f"frame record {k}'s {n} data ids")
             r.pos += 16 * n
@@ -484,9 +487,11 @@ def load(path, *, downscale: int = 1, test_every: int = 8, background=None,
     for im in regs:
         cam = rec.cameras[im.camera_id]
         intr = intrinsics(cam.model.name, int(cam.width), int(cam.height), [float(v) for v in cam.params], d)
-        w2c = np.eye(4)
-        w2c[:3, :4] = im.cam_from_world().matrix()
-        frames.append(Frame(image_root / im.name, np.linalg.inv(w2c), intr, name=im.name))
+        w2c = np.asarray(im.cam_from_world().matrix(), np.float64)
+        c2w = np.eye(4)
+        with np.errstate(all="ignore"):  # a damaged pose overflows here; check_cameras names it
+            c2w[:3, :3], c2w[:3, 3] = w2c[:3, :3].T, -w2c[:3, :3].T @ w2c[:3, 3]
+        frames.append(Frame(image_root / im.name, c2w, intr, name=im.name))
 
     masks = None
     mask_dir = image_root.parent / "masks"

@@ -82,6 +82,8 @@ def checked_path(value, where: Path, what: str) -> str:
 def image_file(base: Path, file_path: str) -> Path:
     """The image a `file_path` names; Blender's omit the extension (`./train/r_0`)."""
     p = Path(os.path.normpath(base / file_path))
+    if not p.name:  # the file system's root
+        return p
     try:
         if not p.suffix or (not p.exists() and p.suffix.lower() not in (".png", ".jpg", ".jpeg")):
             for ext in (".png", ".jpg", ".jpeg", ".PNG", ".JPG"):
