@@ -70,6 +70,8 @@ def read_scene(
         if format not in BY_NAME:
             raise SceneError(path, f"unknown format {format!r} (choose one of: {', '.join(BY_NAME)})")
         candidates = [BY_NAME[format]]
+        if path is None and format != demo.NAME:
+            raise SceneError(None, f"format {format} needs a scene folder")
         if path is not None and not Path(str(path)).is_dir() and format != demo.NAME and format != nerfstudio.NAME:
             raise SceneError(path, "no such folder")
     else:
@@ -93,6 +95,9 @@ def read_scene(
                 raise
             failed.append((fmt, e))
             continue
+        given = {"format": format, "images": images, "colmap_path": colmap_path}
+        if any(v is not None for v in given.values()):  # so a run can reload its scene the same way
+            scene.meta["load_args"] = {k: None if v is None else str(v) for k, v in given.items()}
         if failed:
             scene.warnings.insert(0, f"{path}: loaded as {fmt.NAME} after "
                                   + "; ".join(f"{f.NAME} failed ({e})" for f, e in failed))

@@ -111,11 +111,6 @@ def sniff(path) -> bool:
     return any(lay.name != "colmap/sparse/0" or not (root / "transforms.json").is_file() for lay in found)
 
 
-def model_dir(path: Path) -> Path | None:
-    lay = find_layout(Path(path))
-    return None if lay is None else lay.model
-
-
 # ---- walking the binary and text files (bounded by their size) ----------------------------
 class _Reader:
     """Little-endian reads from a mapped file; every read checks the bytes are there."""

@@ -54,6 +54,7 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MIN_SIDE = 11  # pixels: the SSIM window of the training loss
 MAX_SIDE = 1 << 17
 MAX_FOCAL = 1000.0  # focal lengths beyond this many image sizes (a 0.06 degree view) are damaged files
+MAX_COORD = 1e12  # camera and point coordinates beyond this are damaged files (float32 math breaks first)
 FISHEYE = ("OPENCV_FISHEYE",)
 GENERIC_NAMES = {"dense", "sparse", "distorted", "undistorted", "colmap", "images", "input", "output", "masks",
                  "data", "processed", "stereo", "scene", "."}
@@ -314,6 +315,8 @@ def check_cameras(frames: list[Frame], source: Optional[Path]) -> None:
     for fr in frames:
         if fr.c2w.shape != (4, 4) or not np.isfinite(fr.c2w).all():
             raise SceneError(fr.image, f"camera pose is not a finite 4x4 matrix (NaN/Inf){where}")
+        if np.abs(fr.c2w[:3, 3]).max() > MAX_COORD:
+            raise SceneError(fr.image, f"camera position{where} is beyond {MAX_COORD:g} (a damaged pose)")
         R = fr.c2w[:3, :3]
         if not np.allclose(R.T @ R, np.eye(3), atol=1e-2) or np.linalg.det(R) <= 0:
             raise SceneError(fr.image, f"camera pose{where} is not a rotation plus translation "
@@ -449,9 +452,11 @@ def build_scene(
     c2w_n[:, :3, 3] = norm.apply_points(c2w[:, :3, 3])
     if points is not None:
         points = np.asarray(points, np.float64).reshape(-1, 3)
-        bad = int((~np.isfinite(points).all(1)).sum())
+        with np.errstate(invalid="ignore"):
+            bad = int((~(np.abs(points) <= MAX_COORD).all(1)).sum())
         if bad:
-            raise SceneError(points_source or source or root, f"{bad} of {len(points)} initial points are not finite (NaN/Inf)")
+            raise SceneError(points_source or source or root,
+                             f"{bad} of {len(points)} initial points are not finite (NaN/Inf or beyond {MAX_COORD:g})")
         points = norm.apply_points(points)
         point_colors = (np.zeros((len(points), 3), np.uint8) if point_colors is None
                         else np.asarray(point_colors).reshape(-1, 3).astype(np.uint8))

@@ -255,7 +255,10 @@ class Scene:
     bounds: Optional[tuple[Float[np.ndarray, "3"], Float[np.ndarray, "3"]]] = None
     # Facts about the files as they are on disk, for `splatlab info` (plain JSON values):
     # "source_sizes" [[w, h], ...] per image before any undistortion/downscale,
-    # "camera_models" {model: count}, "image_dir" the folder the pixels come from.
+    # "camera_models" {model: count}, "image_dir" the folder the pixels come from; where they
+    # apply: "layout" (COLMAP: which folder layout was found, e.g. "dense/0"), "model_dir",
+    # "masks" (the masks folder), "depth_files" (nerfstudio depth_file_path per image, or None;
+    # not loaded), "load_args" (the format/images/colmap_path the scene was loaded with).
     meta: dict = field(default_factory=dict)
 
     @property

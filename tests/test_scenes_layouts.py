@@ -79,6 +79,7 @@ def test_colmap_path_and_images_arguments(tmp_path):
     s = load_scene(root, colmap_path="distorted/sparse/0", images="input")  # relative to the scene folder
     assert s.format == "colmap" and s.cameras.model == "OPENCV" and s.meta["image_dir"] == str(root / "input")
     np.testing.assert_allclose(original_c2w(s), gt["distorted"]["c2w"], atol=1e-5)
+    assert s.meta["load_args"] == {"format": None, "images": "input", "colmap_path": "distorted/sparse/0"}
     s = load_scene(root, colmap_path=root / "distorted" / "sparse")  # .../sparse is taken as sparse/0
     assert s.meta["model_dir"] == str(root / "distorted" / "sparse" / "0")
     with pytest.raises(SceneError, match="no COLMAP model") as e:
@@ -219,3 +220,11 @@ def test_opencv_fisheye_is_undistorted_to_pinhole(tmp_path):
     expected = np.stack([(uv_fish[inside, 0] - 0.5) * 255 / (W - 1), (uv_fish[inside, 1] - 0.5) * 255 / (H - 1)], 1)
     # one pixel of colour gradient is ~6.5 (x) / ~8.8 (y) levels; nearest-pixel sampling costs up to one
     assert np.abs(seen - expected).max() < 14
+
+
+def test_colmap_opencv_fisheye(tmp_path):
+    k = [0.05, -0.02, 0.004, -0.001]
+    write_colmap(tmp_path, n=4, model="OPENCV_FISHEYE", params=[FX, FY, CX, CY, *k])
+    s = load_scene(tmp_path)
+    assert s.cameras.model == "OPENCV_FISHEYE" and s.cameras.distortion[0, :4].tolist() == pytest.approx(k)
+    assert s.images[1].shape == (int(s.cameras.height[1]), int(s.cameras.width[1]), 3)
