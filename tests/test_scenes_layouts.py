@@ -79,7 +79,7 @@ def test_colmap_path_and_images_arguments(tmp_path):
     s = load_scene(root, colmap_path="distorted/sparse/0", images="input")  # relative to the scene folder
     assert s.format == "colmap" and s.cameras.model == "OPENCV" and s.meta["image_dir"] == str(root / "input")
     np.testing.assert_allclose(original_c2w(s), gt["distorted"]["c2w"], atol=1e-5)
-    assert s.meta["load_args"] == {"format": None, "images": "input", "colmap_path": "distorted/sparse/0"}
+    assert s.meta["load_args"] == {"format": "colmap", "images": "input", "colmap_path": "distorted/sparse/0"}
     s = load_scene(root, colmap_path=root / "distorted" / "sparse")  # .../sparse is taken as sparse/0
     assert s.meta["model_dir"] == str(root / "distorted" / "sparse" / "0")
     with pytest.raises(SceneError, match="no COLMAP model") as e:
