@@ -336,6 +336,10 @@ def test_llff_with_partial_colmap_model_loads_as_llff(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and "loaded as llff after colmap failed" in err and "incomplete" in err
     assert tree_digest(root) == before
+    r = cli(root, "--json")  # the command line: exit 0, the fallback said once, in the summary
+    assert r.returncode == 0 and r.stderr == ""
+    d = json.loads(r.stdout)
+    assert d["format"] == "llff" and len(d["warnings"]) == 1 and "colmap failed" in d["warnings"][0]
     # with format=colmap the COLMAP error stands alone
     with pytest.raises(SceneError, match="incomplete"):
         load_scene(root, format="colmap")
