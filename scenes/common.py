@@ -376,7 +376,7 @@ def build_scene(
     plans: list[_Plan] = []
     undist_cache: dict[Intrinsics, Intrinsics] = {}
     source_sizes = []
-    for fr, src in zip(frames, paths):
+    for k, (fr, src) in enumerate(zip(frames, paths)):
         sw, sh = image_size(src)
         i = fr.intr
         if src == fr.image:
@@ -406,9 +406,9 @@ def build_scene(
                                   + (f" (downscale {downscale})" if downscale > 1 else "")
                                   + f"; training needs at least {MIN_SIDE}x{MIN_SIDE}")
         if masks is not None:
-            mw, mh = image_size(masks[len(plans) - 1])
+            mw, mh = image_size(masks[k])
             if (mw, mh) not in ((sw, sh), (i.width, i.height)):
-                raise SceneError(masks[len(plans) - 1], f"mask is {mw}x{mh} but its image {src.name} is {sw}x{sh}")
+                raise SceneError(masks[k], f"mask is {mw}x{mh} but its image {src.name} is {sw}x{sh}")
 
     def loader(k: int) -> np.ndarray:
         p = plans[k]
