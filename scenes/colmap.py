@@ -235,20 +235,47 @@ def _walk_binary(d: Path) -> _Model:
 
     p = d / "points3D.bin"
     r = _Reader(p, _open(p))
-    ti, tp = [], []
-    el = np.dtype([("image", "<u4"), ("idx", "<u4")])
-    for k in range(r.count(8 + 24 + 3 + 8 + 8, "points")):
-        pid, x, y, z = r.unpack("<Q3d", f"point record {k}")
-        if not np.isfinite([x, y, z]).all():
+    head = struct.Struct("<Q3d3BdQ")  # id, xyz, rgb, error, track length: 51 bytes
+    buf, size = r.buf, r.size
+    n = r.count(head.size, "points")
+    pos, starts, lens = r.pos, [], []
+    # The one loop over every point: keep it to a struct read and two appends (millions of points).
+    for k in range(n):
+        if pos + head.size > size:
+            raise SceneError(p, f"truncated or damaged: point record {k} runs past the end of the file ({size} bytes)")
+        pid, x, y, z, _, _, _, _, tl = head.unpack_from(buf, pos)
+        pos += head.size
+        if not (x - x == 0 and y - y == 0 and z - z == 0):  # NaN or Inf
             raise SceneError(p, f"point {pid} has a non-finite position (NaN/Inf)")
-        r.pos += 3 + 8  # colour, error
-        tr = r.array(el, r.count(el.itemsize, f"track elements of point {pid}"), f"point {pid}'s track")
-        ti.append(tr["image"])
-        tp.append(tr["idx"])
+        if tl > (size - pos) // 8:
+            raise SceneError(p, f"point {pid} says its track has {tl} elements but the file has room for at most "
+                                f"{(size - pos) // 8} (a damaged or truncated file)")
+        starts.append(pos)
+        lens.append(tl)
+        pos += 8 * tl
+    r.pos = pos
     r.finish()
     _check_rig_files(d)
-    return _Model(cams, imgs, np.concatenate(ti) if ti else np.zeros(0, np.uint32),
-                   np.concatenate(tp) if tp else np.zeros(0, np.uint32))
+    elem = _track_positions(np.asarray(starts, np.int64), np.asarray(lens, np.int64))
+    raw = np.frombuffer(buf, np.uint8) if size else np.zeros(0, np.uint8)
+    return _Model(cams, imgs, _u32_at(raw, elem), _u32_at(raw, elem + 4))
+
+
+def _track_positions(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Byte offset of every track element, given each track's start and length."""
+    total = int(lens.sum())
+    first = np.repeat(np.cumsum(lens) - lens, lens)
+    return np.repeat(starts, lens) + 8 * (np.arange(total, dtype=np.int64) - first)
+
+
+def _u32_at(raw: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Little-endian uint32 at unaligned byte offsets, in chunks to bound memory."""
+    out = np.empty(len(positions), np.uint32)
+    step = 1 << 20
+    for s in range(0, len(positions), step):
+        p = positions[s:s + step]
+        out[s:s + len(p)] = np.ascontiguousarray(raw[p[:, None] + np.arange(4)]).view("<u4").ravel()
+    return out
 
 
 def _check_rig_files(d: Path) -> None:
