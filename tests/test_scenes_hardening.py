@@ -72,7 +72,7 @@ CORRUPTIONS = {
     "huge camera count": ("cameras.bin", lambda p: _set(p, 0, "<Q", 1 << 62), "fit at most"),
     "huge 2D point count": ("images.bin", lambda p: _set(p, 8 + 4 + 56 + 4 + len(b"img_000.png\0"), "<Q", 1 << 40),
                             "fit at most"),
-    "huge track": ("points3D.bin", lambda p: _set(p, 8 + 8 + 24 + 3 + 8, "<Q", (1 << 64) - 1), "fit at most"),
+    "huge track": ("points3D.bin", lambda p: _set(p, 8 + 8 + 24 + 3 + 8, "<Q", (1 << 64) - 1), "room for at most"),
     "random bytes": ("points3D.bin", lambda p: p.write_bytes(np.random.default_rng(0).bytes(4000)), "points3D.bin"),
     "unknown camera model": ("cameras.bin", lambda p: _set(p, 12, "<i", 99), "unknown camera model id 99"),
     "dangling camera": ("images.bin", lambda p: _set(p, 8 + 4 + 56, "<I", 77), "names camera 77"),
