@@ -26,11 +26,11 @@ class InfoArgs:
     """Print one JSON object instead of a table."""
     downscale: int = 1
     """Describe the scene as it would load with this downscale factor."""
-    format: Optional[str] = None
+    format: Annotated[Optional[str], tyro.conf.arg(metavar="NAME", help_behavior_hint="(default: guess)")] = None
     """Read the folder as this format (colmap, nerfstudio, blender, llff) instead of guessing."""
-    images: Optional[str] = None
+    images: Annotated[Optional[str], tyro.conf.arg(metavar="DIR", help_behavior_hint="(default: found)")] = None
     """Images folder (COLMAP, LLFF), relative to the scene folder or the current one."""
-    colmap_path: Optional[str] = None
+    colmap_path: Annotated[Optional[str], tyro.conf.arg(metavar="DIR", help_behavior_hint="(default: found)")] = None
     """COLMAP sparse model folder (e.g. colmap/sparse/0), relative to the scene folder or the current one."""
 
 
