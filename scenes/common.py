@@ -315,10 +315,13 @@ def check_cameras(frames: list[Frame], source: Optional[Path]) -> None:
     for fr in frames:
         if fr.c2w.shape != (4, 4) or not np.isfinite(fr.c2w).all():
             raise SceneError(fr.image, f"camera pose is not a finite 4x4 matrix (NaN/Inf){where}")
+        if not np.array_equal(fr.c2w[3], [0.0, 0.0, 0.0, 1.0]):
+            raise SceneError(fr.image, f"camera pose{where} does not end in the row 0 0 0 1")
         if np.abs(fr.c2w[:3, 3]).max() > MAX_COORD:
             raise SceneError(fr.image, f"camera position{where} is beyond {MAX_COORD:g} (a damaged pose)")
         R = fr.c2w[:3, :3]
-        if not np.allclose(R.T @ R, np.eye(3), atol=1e-2) or np.linalg.det(R) <= 0:
+        # entries beyond 1.01 cannot be a rotation's: test them first, so R.T @ R cannot overflow
+        if np.abs(R).max() > 1.01 or not np.allclose(R.T @ R, np.eye(3), atol=1e-2) or np.linalg.det(R) <= 0:
             raise SceneError(fr.image, f"camera pose{where} is not a rotation plus translation "
                                        "(scaled, sheared or mirrored rotation)")
         i = fr.intr

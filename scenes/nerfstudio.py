@@ -165,11 +165,11 @@ def frame_pose(frame: dict, where: Path, name: str) -> np.ndarray:
         raise SceneError(where, f"frame {name} has no transform_matrix") from None
     except (TypeError, ValueError):
         raise SceneError(where, f"frame {name}: transform_matrix is not a numeric matrix") from None
-    if m.shape == (3, 4):
-        m = np.vstack([m, [0, 0, 0, 1]])
-    if m.shape != (4, 4):
+    if m.shape not in ((3, 4), (4, 4)):
         raise SceneError(where, f"frame {name}: transform_matrix has shape {m.shape}, expected 4x4")
-    return m @ OPENGL_TO_OPENCV
+    m = np.vstack([m[:3], [0, 0, 0, 1]])  # the bottom row is [0 0 0 1] by definition; nerfstudio ignores it too
+    with np.errstate(all="ignore"):  # Inf * 0 here is NaN, which check_cameras names
+        return m @ OPENGL_TO_OPENCV
 
 
 def _read_ply_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -246,13 +246,14 @@ def load(path, *, downscale: int = 1, test_every: int = 8, background=None) -> S
         if A.shape not in ((3, 4), (4, 4)) or not np.isfinite(A).all():
             raise SceneError(tp, "applied_transform must be a finite 3x4 matrix")
         R, t = A[:3, :3], A[:3, 3]
-        if np.allclose(R @ R.T, np.eye(3), atol=1e-6) and np.linalg.det(R) > 0:
+        if np.abs(R).max() <= 1.01 and np.allclose(R @ R.T, np.eye(3), atol=1e-6) and np.linalg.det(R) > 0:
             # The poses are already in the saved frame: express them back in the original one,
             # and let the normalization (rotation R) bring them forward again.
             inv = np.eye(4)
             inv[:3, :3], inv[:3, 3] = R.T, -R.T @ t
-            for f in frames:
-                f.c2w = inv @ f.c2w
+            with np.errstate(all="ignore"):  # a huge pose overflows; check_cameras names it
+                for f in frames:
+                    f.c2w = inv @ f.c2w
             rotation, offset = R, t
         else:
             warnings.append(f"{tp}: applied_transform is not a rotation; ignored (exports stay in the saved frame)")

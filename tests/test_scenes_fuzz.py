@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from fixtures_scenes import write_colmap, write_transforms
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from splatlab.scenes import read_scene
@@ -110,6 +110,7 @@ def mutate(data: bytes, m) -> bytes:
 
 @SETTINGS
 @given(edits=st.lists(st.tuples(st.sampled_from(BIN_FILES), mutation), min_size=1, max_size=3))
+@example(edits=[("frames.bin", ("u32", 0.560546875, 21390))])  # found by a long run: a damaged frame pose
 def test_fuzz_colmap_binary_models(bases, edits):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "scene"
@@ -164,6 +165,8 @@ def apply_edit(doc: dict, e) -> None:
 
 @SETTINGS
 @given(edits=st.lists(doc_edit, min_size=1, max_size=4), raw=st.none() | st.binary(max_size=200) | st.integers(1, 20_000))
+@example(edits=[("matrix", 0, 0, 1.3407807929942597e154)], raw=None)  # found by a long run: R.T @ R overflowed
+@example(edits=[("matrix", 0, 15, 1e308)], raw=None)  # the bottom row is not 0 0 0 1
 def test_fuzz_transforms_json(bases, edits, raw):
     doc = json.loads((bases / "ns" / "transforms.json").read_text())
     for e in edits:
