@@ -10,11 +10,11 @@ import json
 import numpy as np
 import pytest
 from fixtures_scenes import (CX, CY, FX, FY, H, W, project, tree_digest, write_colmap, write_colmap_pipeline,
-                             write_image, write_nerfstudio_colmap, write_transforms)
+                             write_nerfstudio_colmap, write_transforms)
 from PIL import Image
 
 from splatlab.app.cli import main
-from splatlab.scenes import load_scene, read_scene
+from splatlab.scenes import load_scene
 from splatlab.scenes.types import SceneError
 
 
