@@ -110,7 +110,9 @@ class Mesh:
 class ImageSet:
     """Lazily loaded, cached RGB images (uint8 H W 3), already undistorted and downscaled
     to match `Scene.cameras`. `loader(i)` does the real work and returns uint8 H W 3 or
-    H W 4 (alpha kept; compositing happens here, with `background`)."""
+    H W 4 (alpha kept; compositing happens here, with `background`). `masks(i)`, where the
+    dataset has masks (nerfstudio `mask_path`, COLMAP `masks/`), returns uint8 H W processed
+    like the image: 0 = ignore the pixel, 255 = use it."""
 
     def __init__(
         self,
@@ -118,9 +120,12 @@ class ImageSet:
         loader: Callable[[int], UInt8[np.ndarray, "H W _"]],
         background: Optional[tuple[float, float, float]] = None,
         cache: bool = True,
+        masks: Optional[Callable[[int], UInt8[np.ndarray, "H W"]]] = None,
     ):
         self.names = list(names)
         self._loader = loader
+        self._masks = masks
+        self._mask_cache: dict[int, np.ndarray] = {}
         self.background = background
         self._cache: dict[int, np.ndarray] = {}
         self._use_cache = cache
@@ -155,6 +160,23 @@ class ImageSet:
         img = self.load_rgba(i)
         return img[..., 3] if img.shape[-1] == 4 else None
 
+    @property
+    def has_masks(self) -> bool:
+        return self._masks is not None
+
+    def mask(self, i: int) -> Optional[UInt8[np.ndarray, "H W"]]:
+        """Image i's mask (0 = ignore, 255 = use), or None when the dataset has none."""
+        if self._masks is None:
+            return None
+        with self._lock:
+            hit = self._mask_cache.get(i)
+        if hit is None:
+            hit = self._masks(i)
+            if self._use_cache:
+                with self._lock:
+                    self._mask_cache[i] = hit
+        return hit
+
 
 @dataclass
 class Scene:
@@ -181,7 +203,10 @@ class Scene:
     bounds: Optional[tuple[Float[np.ndarray, "3"], Float[np.ndarray, "3"]]] = None
     # Facts about the files as they are on disk, for `splatlab info` (plain JSON values):
     # "source_sizes" [[w, h], ...] per image before any undistortion/downscale,
-    # "camera_models" {model: count}, "image_dir" the folder the pixels come from.
+    # "camera_models" {model: count}, "image_dir" the folder the pixels come from; where they
+    # apply: "layout" (COLMAP: which folder layout was found, e.g. "dense/0"), "model_dir",
+    # "masks" (the masks folder), "depth_files" (nerfstudio depth_file_path per image, or None;
+    # not loaded), "load_args" (the format/images/colmap_path the scene was loaded with).
     meta: dict = field(default_factory=dict)
 
     @property
