@@ -30,7 +30,8 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
 log = logging.getLogger("splatlab.viewer")
@@ -336,7 +337,7 @@ class MessageGuard:
     def __init__(self, peer: str, gui_value_check=None):
         self.peer = peer
         self.gui_value_check = gui_value_check
-        self.camera_rate = RateLimiter(CAMERA_HZ, burst=4)
+        self.camera_rate = RateLimiter(CAMERA_HZ, burst=4.0)
         self.dropped: dict[str, int] = {}
         self.merged = 0
         self.passed = 0
@@ -449,12 +450,13 @@ def clamp_crop(lo: Any, hi: Any, fallback_lo, fallback_hi) -> tuple[tuple[float,
     """Two client 3-vectors -> an ordered, finite box within +-CROP_LIMIT."""
 
     def vec(v, fb):
+        fb = [float(x) for x in fb]
         try:
             a = [float(x) for x in v]
         except (TypeError, ValueError):
-            return list(fb)
+            return fb
         if len(a) != 3:
-            return list(fb)
+            return fb
         return [min(max(x, -CROP_LIMIT), CROP_LIMIT) if math.isfinite(x) else f for x, f in zip(a, fb)]
 
     a, b = vec(lo, fallback_lo), vec(hi, fallback_hi)
