@@ -376,3 +376,93 @@ def test_pause_resume_shows_one_button():
         assert "**PSNR** 24.40 dB" in md and "**50** Gaussians" in md and "num_gaussians" not in md
     finally:
         v.stop()
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of a process, in MB, from /proc."""
+    fields = dict(ln.split(":", 1) for ln in open(f"/proc/{pid}/status").read().splitlines() if ":" in ln)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_thirty_clients_bounded_memory(tmp_path):
+    """30 clients at ~30 camera messages/s for a few seconds against `splatlab view`
+    (a subprocess, rendering on CPU): 8 are served, 22 refused, the server stays up and
+    its memory bounded. Prints the RSS figures (idle, peak, after they leave)."""
+    import threading
+    from pathlib import Path
+
+    from test_viewer_browser import ViewProcess, _free_port, make_demo_run
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    from splatlab.viewer.wsclient import ViserTestClient, look_at_wxyz
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc to read the server's memory")
+    run = tmp_path / "run"
+    make_demo_run(run)
+    view = ViewProcess(run, _free_port(), tmp_path / "view.log")
+    try:
+        # The first frame loads the renderer: idle is measured after one client saw one.
+        warm = ViserTestClient("127.0.0.1", view.port)
+        eye = np.array([3.0, 0.0, 1.5])
+        warm.send_camera(look_at_wxyz(eye, [0, 0, 0.3]), eye, 0.8, 800, 600)
+        assert warm.wait_frame(60.0) is not None
+        warm.close()
+        time.sleep(1.0)
+        idle, idle_hwm = _rss_mb(view.proc.pid)
+
+        accepted, refused, frames = [], [0], [0]
+        lock = threading.Lock()
+
+        def client(i: int) -> None:
+            try:
+                c = ViserTestClient("127.0.0.1", view.port)
+            except InvalidStatus:
+                with lock:
+                    refused[0] += 1
+                return
+            with lock:
+                accepted.append(i)
+            t_end = time.monotonic() + 4.0
+            k = 0
+            try:
+                while time.monotonic() < t_end:
+                    a = 0.05 * k + i
+                    e = np.array([3.0 * math.cos(a), 3.0 * math.sin(a), 1.5])
+                    c.send_camera(look_at_wxyz(e, [0, 0, 0.3]), e, 0.8, 800, 600)
+                    k += 1
+                    got = c.pump(1.0 / 30)
+                    with lock:
+                        frames[0] += got
+            except ConnectionClosed:
+                pass
+            finally:
+                c.close()
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(30)]
+        peak = idle
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            peak = max(peak, _rss_mb(view.proc.pid)[0])
+            time.sleep(0.1)
+        for t in threads:
+            t.join()
+        time.sleep(3.0)
+        after, hwm = _rss_mb(view.proc.pid)
+        print(f"\n30 clients: {len(accepted)} served, {refused[0]} refused, {frames[0]} frames; server RSS idle "
+              f"{idle:.0f} MB (peak {idle_hwm:.0f} MB before the clients), peak {max(peak, hwm):.0f} MB, after they left {after:.0f} MB")
+        assert len(accepted) == 8 and refused[0] == 22
+        assert view.proc.poll() is None
+        assert hwm < idle + 1024, "memory must stay bounded"
+        log = view.log.read_text()
+        assert "Traceback" not in log and log.count("too many clients") == 22
+        # Still serving.
+        c = ViserTestClient("127.0.0.1", view.port)
+        c.send_camera(look_at_wxyz(eye, [0, 0, 0.3]), eye, 0.8, 800, 600)
+        assert c.wait_frame(60.0) is not None
+        c.close()
+    finally:
+        view.stop()

@@ -40,7 +40,9 @@ MOVING_JPEG_QUALITY = 55
 STILL_JPEG_QUALITY = 92
 LIVE_RERENDER_S = 1.0  # at most this often per client when only the live model changed (training pays for each)
 MAX_FPS = 30.0  # frames per client per second, whatever the camera message rate
-CONCURRENT_RENDERS = 2  # across clients: bounds the renderer's scratch memory, not just the client count
+# Renders in flight across clients: bounds the renderer's scratch memory, not just the
+# client count. On CPU one render already uses every core, so a second only adds memory.
+CONCURRENT_RENDERS = {"cpu": 1, "cuda": 2}
 
 
 def is_loopback(host: str) -> bool:
@@ -212,10 +214,10 @@ class ViewerServer:
         self._last_render_s = 0.0
         self._last_size = (0, 0)
         self._stopped = threading.Event()
-        self.render_slots = threading.BoundedSemaphore(CONCURRENT_RENDERS)
         self._inputs: dict[str, Any] = {}  # viser GUI id -> our input handle, for message checks
 
         on_gpu = self._source_device().type == "cuda"
+        self.render_slots = threading.BoundedSemaphore(CONCURRENT_RENDERS["cuda" if on_gpu else "cpu"])
         self.settings = RenderSettings(
             max_res=1024 if on_gpu else 512,
             sh_degree=self._max_sh_degree(),
