@@ -32,7 +32,8 @@ from .render import (
     OUTPUTS, AdaptiveResolution, RenderSettings, ViewCamera, frame_size, render_frame,
     rotmat_to_quat,
 )
-from .splats import CropBox, browser_splats, crop_model, model_from_activated
+from .browser import add_splats, initial_view, set_initial_camera
+from .splats import CropBox, crop_model, model_from_activated
 
 log = logging.getLogger("splatlab.viewer")
 
@@ -290,6 +291,7 @@ class ViewerServer:
         scene = self.server.scene
         self.frustums = []
         self.point_cloud = None
+        self._start_c2w: Optional[np.ndarray] = None
         extent = 1.0
         if self.cameras is not None and len(self.cameras) > 0:
             c2w = self.cameras.camtoworlds.double().cpu().numpy()
@@ -310,8 +312,10 @@ class ViewerServer:
                 )
                 handle.on_click(self._make_jump(i, fov))
                 self.frustums.append(handle)
-            self._set_initial_camera(c2w[0], fov=2.0 * math.atan(0.5 * float(self.cameras.height[0]) / float(self.cameras.fy[0])),
-                                     target=self._scene_center())
+            self._start_c2w = c2w[0]
+            set_initial_camera(self.server.initial_camera, initial_view(
+                c2w[0], 2.0 * math.atan(0.5 * float(self.cameras.height[0]) / float(self.cameras.fy[0])),
+                self._scene_center()))
         if points is not None and points[0] is not None and len(points[0]) > 0:
             pts = np.asarray(points[0], dtype=np.float32)
             cols = points[1] if points[1] is not None else np.full((len(pts), 3), 200, np.uint8)
@@ -328,15 +332,6 @@ class ViewerServer:
         if model is None or model.num_gaussians == 0:
             return np.zeros(3)
         return model.means.detach().float().median(0).values.cpu().numpy().astype(np.float64)
-
-    def _set_initial_camera(self, c2w: np.ndarray, fov: float, target: np.ndarray) -> None:
-        fwd = c2w[:3, 2]
-        dist = float(np.dot(target - c2w[:3, 3], fwd))
-        ic = self.server.initial_camera
-        ic.position = tuple(float(v) for v in c2w[:3, 3])
-        ic.look_at = tuple(float(v) for v in c2w[:3, 3] + fwd * max(dist, 1e-3))
-        ic.up = tuple(float(v) for v in -c2w[:3, 1])
-        ic.fov = float(fov)
 
     def _make_jump(self, i: int, fov: float):
         def jump(event) -> None:
@@ -585,8 +580,9 @@ class ViewerServer:
         if model is None:
             return
         self._splat_version = version
-        arrays = browser_splats(model)
-        self.server.scene.add_gaussian_splats("/splats", **arrays)
+        sent = add_splats(self.server.scene, "/splats", model, view_c2w=self._start_c2w)
+        if sent.dropped:
+            self._once("splatnan", f"viewer: {sent.dropped:,} Gaussians with non-finite values not sent to the browser")
 
     def _stats_loop(self) -> None:
         last_md = None
