@@ -276,6 +276,18 @@ def test_each_malformed_kind_one_line_server_up(viewer, caplog):
     assert 1 <= len(lines) <= len(MALFORMED)
     assert not [r for r in caplog.records if r.exc_info], "no tracebacks"
     bad.close()
+    # An oversized frame: websockets closes that connection (code 1009), with one line.
+    from websockets.exceptions import ConnectionClosed
+
+    big = ViserTestClient("127.0.0.1", viewer.port)
+    with caplog.at_level(logging.WARNING, logger="splatlab.viewer"):
+        big.ws.send(b"\x00" * (security.MAX_MESSAGE_BYTES + 1))
+        with pytest.raises(ConnectionClosed):
+            big.pump(5.0)
+            big.ws.recv(timeout=5.0)
+        _wait(lambda: any("a message over" in r.getMessage() for r in caplog.records))
+        time.sleep(0.2)
+    assert sum("a message over" in r.getMessage() for r in caplog.records) == 1
     good = ViserTestClient("127.0.0.1", viewer.port)
     good.send_camera([1, 0, 0, 0], [0, 0, 3], 0.8, 320, 240)
     assert good.wait_frame(30.0) is not None
@@ -329,6 +341,16 @@ def test_gui_values_clamped_and_crop_saved_only_on_click(viewer):
     assert d["enabled"] is True and d["min"] == [-0.5, -0.5, -0.5]
     assert f"Saved to {path}" in viewer._crop_status()
     c.close()
+
+
+def test_view_rejects_a_malformed_allow_origin():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "splatlab.app.cli", "view", "nowhere", "--allow-origin", "localhost:9000"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--allow-origin" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_crop_save_without_run_folder_says_so():

@@ -376,6 +376,16 @@ class MessageGuard:
         return reason, isinstance(m, dict) and m.get("type") == "ViewerCameraMessage"
 
     async def recv(self, decode=None):
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            return await self._filtered_recv(decode)
+        except ConnectionClosed as e:
+            if e.sent is not None and e.sent.code == 1009:  # websockets refused an oversized frame
+                log.warning("client %s: closed: a message over %d bytes", self.peer, MAX_MESSAGE_BYTES)
+            raise
+
+    async def _filtered_recv(self, decode=None):
         while True:
             if self._pending is not None:
                 wait = self.camera_rate.wait_s()
