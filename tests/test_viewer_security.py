@@ -87,6 +87,13 @@ MALFORMED = {
     "GUI update not a dict": msgspec.msgpack.encode({"type": "GuiUpdateMessage", "uuid": "x", "updates": 5}),
     "scene click bad ray": msgspec.msgpack.encode({"type": "SceneNodeClickMessage", "name": "/x",
                                                   "ray_origin": [math.inf, 0, 0], "ray_direction": [0, 0, 1]}),
+    "scene click bad index": msgspec.msgpack.encode({"type": "SceneNodeClickMessage", "name": "/x",
+                                                    "instance_index": "0", "ray_origin": [0, 0, 0],
+                                                    "ray_direction": [0, 0, 1], "screen_pos": [0, 0],
+                                                    "modifier": None}),
+    "pointer event (not asked for)": msgspec.msgpack.encode({"type": "ScenePointerMessage", "event_type": "click",
+                                                            "ray_origin": "x", "ray_direction": None,
+                                                            "screen_pos": [], "modifier": None}),
     "deeply nested": b"\x91" * 100_000 + b"\x00",
 }
 
@@ -103,6 +110,10 @@ def test_good_messages_pass():
     upd = {"type": "GuiUpdateMessage", "uuid": "x", "updates": {"value": 3.5}}
     assert check_message(upd) is None
     assert check_message(upd, lambda uuid, v: "nope") == "nope"
+    click = {"type": "SceneNodeClickMessage", "name": "/cameras/0001", "instance_index": None,
+             "ray_origin": [0.0, 0, 0], "ray_direction": [0.0, 0, 1], "screen_pos": [0.5, 0.5], "modifier": None,
+             "owner": ""}
+    assert g.classify(msgspec.msgpack.encode(click)) == (None, False)
 
 
 def test_camera_messages_are_rate_limited_newest_wins():
@@ -325,6 +336,9 @@ def test_gui_values_clamped_and_crop_saved_only_on_click(viewer):
     assert viewer.settings.far > viewer.settings.near
     _gui_update(c, _input(viewer, "Near"), "NaN")  # wrong kind: dropped, unchanged
     _gui_update(c, _input(viewer, "Output"), "Evil")
+    _gui_update(c, _input(viewer, "Background"), [300, -4, 0])
+    _wait(lambda: _input(viewer, "Background").value == (255, 0, 0))
+    assert viewer.settings.background == (1.0, 0.0, 0.0)
     c.pump(0.5)
     assert viewer.settings.output == "RGB" and math.isfinite(viewer.settings.near)
 

@@ -42,12 +42,10 @@ MAX_MESSAGE_BYTES = 1 << 20  # a browser's camera or GUI message is < 1 KB
 MAX_IMAGE_SIDE = 16384
 
 # What a stock viser client sends to a server that uses cameras, GUI inputs and
-# clickable scene nodes. Everything else is dropped: notably ShareUrlRequest, which
-# would make the server open a public tunnel through share.viser.studio.
-ALLOWED_MESSAGES = frozenset({
-    "ViewerCameraMessage", "GuiUpdateMessage", "SceneNodeClickMessage", "ScenePointerMessage",
-    "GuiButtonHoldMessage",
-})
+# clickable scene nodes (no pointer or button-hold callbacks: the client sends those
+# only when asked). Everything else is dropped: notably ShareUrlRequest, which would
+# make the server open a public tunnel through share.viser.studio.
+ALLOWED_MESSAGES = frozenset({"ViewerCameraMessage", "GuiUpdateMessage", "SceneNodeClickMessage"})
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 
@@ -290,12 +288,12 @@ def check_message(m, gui_value_check=None) -> Optional[str]:
             return gui_value_check(m["uuid"], u["value"])
         return None
     if t == "SceneNodeClickMessage":
+        idx = m.get("instance_index")
         if not isinstance(m.get("name"), str) or not _finite_numbers(m.get("ray_origin"), 3) \
-                or not _finite_numbers(m.get("ray_direction"), 3):
+                or not _finite_numbers(m.get("ray_direction"), 3) or not _finite_numbers(m.get("screen_pos"), 2) \
+                or not (idx is None or (isinstance(idx, int) and not isinstance(idx, bool))) \
+                or not (m.get("modifier") is None or isinstance(m.get("modifier"), str)):
             return "malformed scene click"
-    if t == "GuiButtonHoldMessage":
-        if not isinstance(m.get("uuid"), str) or not _finite(m.get("frequency")):
-            return "malformed button hold"
     return None
 
 

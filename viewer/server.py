@@ -384,8 +384,9 @@ class ViewerServer:
                                                    outputs=OUTPUTS, sh_max=sh_max, defaults=defaults)
                 # Put clamped values back so every client shows what is rendered (the
                 # setter re-enters here once, with nothing left to change).
+                bg_255 = tuple(int(round(255 * c)) for c in v["background"])
                 for h, val in ((res, v["max_res"]), (sh, v["sh_degree"]), (near, v["near"]), (far, v["far"]),
-                               (out, v["output"])):
+                               (out, v["output"]), (bg, bg_255)):
                     if h.value != val:
                         h.value = val
                 self.settings = dataclasses.replace(self.settings, **v)
