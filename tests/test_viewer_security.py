@@ -386,6 +386,8 @@ def test_stats_line_for_people():
     assert "**lr means** 0.00016" in parts and "**phase** densify" in parts
     now = 100.0
     assert "idle" in render_readout([90.0], now, 0.05, (512, 384))
+    assert "rendering" in render_readout([90.0], now, 3.0, (512, 384), busy=True)  # a slow CPU frame
+    assert "first frame" in render_readout([], now, 0.0, (0, 0), busy=True)
     line = render_readout([99.0 + 0.1 * i for i in range(10)], now, 0.05, (512, 384))
     assert line.startswith("**Render** 10.0 frames/s"), line
     # One slow frame in the window: the rate is its render rate, never 0.0.

@@ -13,6 +13,7 @@ once and skipped; the server keeps running.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ipaddress
 import json
 import logging
@@ -160,7 +161,7 @@ class _ClientSession:
         w, h = frame_size(cam.aspect, max_res, scale)
         if not self._frame_due():
             return
-        with viewer.render_slots:
+        with viewer.render_slots, viewer.rendering():
             t0 = time.perf_counter()
             img = render_frame(model, cam, w, h, settings)
             dt = time.perf_counter() - t0
@@ -219,6 +220,7 @@ class ViewerServer:
 
         on_gpu = self._source_device().type == "cuda"
         self.render_slots = threading.BoundedSemaphore(CONCURRENT_RENDERS["cuda" if on_gpu else "cpu"])
+        self._in_flight = 0
         self.settings = RenderSettings(
             max_res=1024 if on_gpu else 512,
             sh_degree=self._max_sh_degree(),
@@ -570,6 +572,17 @@ class ViewerServer:
     def num_clients(self) -> int:
         return len(self.server.get_clients())
 
+    @contextlib.contextmanager
+    def rendering(self):
+        """Counts renders in flight, for the Render readout."""
+        with self._lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
     def _record_frame(self, seconds: float, size: tuple[int, int]) -> None:
         with self._lock:
             self._frame_times.append(time.monotonic())
@@ -606,12 +619,12 @@ class ViewerServer:
         now = time.monotonic()
         with self._lock:
             times = list(self._frame_times)
-            render_s, size = self._last_render_s, self._last_size
+            render_s, size, busy = self._last_render_s, self._last_size, self._in_flight > 0
         model, _ = self.current_model()
         n = 0 if model is None else model.num_gaussians
         lines = [f"**{n:,}** Gaussians"]
         if not self.client_splats:
-            lines.append(render_readout(times, now, render_s, size))
+            lines.append(render_readout(times, now, render_s, size, busy))
         if self.feed is not None:
             latest = self.feed.latest()
             stats = dict(latest[2]) if latest else {}
@@ -641,16 +654,18 @@ class ViewerServer:
         self.server.stop()
 
 
-def render_readout(times: list[float], now: float, render_s: float, size: tuple[int, int]) -> str:
+def render_readout(times: list[float], now: float, render_s: float, size: tuple[int, int],
+                   busy: bool = False) -> str:
     """The "Render" line from frame send times (monotonic s), the last render's seconds
-    and size: the rate over the frames of the last 5 s; "idle" when none for 2 s (a still
-    camera renders nothing, so a rate would read 0 while the picture is fine)."""
+    and size, and whether a render is in flight: the rate over the frames of the last
+    5 s; "rendering" or "idle" when none came for 2 s (a still camera renders nothing,
+    and a slow CPU frame takes longer than that, so a rate would read 0 for both)."""
     if not times:
-        return "**Render** waiting for a camera"
+        return "**Render** rendering the first frame" if busy else "**Render** waiting for a camera"
     last = f"last {1000 * render_s:.0f} ms at {size[0]}x{size[1]}"
     recent = [t for t in times if now - t <= 5.0]
     if now - times[-1] > 2.0:
-        return f"**Render** idle · {last}"
+        return f"**Render** {'rendering' if busy else 'idle'} · {last}"
     if len(recent) >= 2 and recent[-1] > recent[0]:
         fps = (len(recent) - 1) / (recent[-1] - recent[0])
     else:
