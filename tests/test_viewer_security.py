@@ -178,6 +178,7 @@ def test_viser_still_starts_its_server_the_way_the_hook_expects():
 
     src = inspect.getsource(_infra.WebsockServer._background_worker)
     assert "websockets.asyncio.server.serve(" in src and "process_request=" in src, viser.__version__
+    assert "async def ws_handler(" in src  # its qualname names WebsockServer
     assert "message_class.deserialize(raw)" in inspect.getsource(_infra._message_consumer)
     assert "await websocket.recv()" in inspect.getsource(_infra._message_consumer)
     src = inspect.getsource(viser.ViserServer.__init__)

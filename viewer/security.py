@@ -498,6 +498,9 @@ def start_guarded_viser(host: str, port: int, guard: HandshakeGuard, verbose: bo
     bound: list[int] = []
 
     def serve(handler, host_, port_, *, process_request=None, **kw):
+        if "WebsockServer" not in getattr(handler, "__qualname__", ""):
+            # Some other websockets server started meanwhile: not ours to guard.
+            return original(handler, host_, port_, process_request=process_request, **kw)
         bound.append(port_)
         return original(handler, host_, port_, process_request=guard.wrap(process_request), **kw)
 
