@@ -17,6 +17,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if taken)")
     p.add_argument("--client-splats", action="store_true",
                    help="send the Gaussians to the browser (colour only) instead of rendering here")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="also accept browsers on this page origin, e.g. http://localhost:9000 for an SSH "
+                        "tunnel (repeatable; by default only this viewer's own address is accepted)")
     return p.parse_args(argv)
 
 
@@ -39,6 +42,11 @@ def _initial_points(loaded):
 
 def run(argv: list[str]) -> int:
     args = parse(argv)
+    from splatlab.viewer.security import normalize_origin
+
+    for origin in args.allow_origin:
+        if normalize_origin(origin) is None:
+            raise UserError(f"--allow-origin {origin!r} is not a page origin like http://localhost:9000")
     import logging
     import os
 
@@ -69,7 +77,7 @@ def run(argv: list[str]) -> int:
             loaded.renderer, cameras=loaded.cameras(), points=_initial_points(loaded),
             host=args.host, port=args.port, client_splats=args.client_splats,
             crop_path=crop_path, background=sj.get("background"),
-            normalization=loaded.normalization, block=False,
+            normalization=loaded.normalization, allow_origins=tuple(args.allow_origin), block=False,
         )
     except OSError as e:
         raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror or e})") from None

@@ -15,7 +15,6 @@ from jaxtyping import Float
 from torch import Tensor
 
 from splatlab.renderers.base import Batch, ParamGroup, Rendered, Renderer
-from splatlab.renderers.common import quat_to_rotmat
 
 from .config import PRESETS, SplatConfig
 from .model import SplatModel, scene_init_points, sh_to_rgb
@@ -227,16 +226,17 @@ class SplatRenderer(Renderer):
                              near_plane=self.near_plane, far_plane=self.far_plane)
 
     def browser_splats(self) -> dict[str, np.ndarray]:
-        """Arrays for viser's add_gaussian_splats: colour only (SH DC -> RGB)."""
+        """The activated Gaussians as plain arrays for the browser (viewer/browser.py):
+        centers N 3, quats N 4 (wxyz), scales N 3, opacities N, rgbs N 3 (colour only:
+        SH DC -> RGB; the browser has no view dependence)."""
         m = self.model
         with torch.no_grad():
-            R = quat_to_rotmat(m.quats.detach().double().cpu().numpy())
-            M = R * m.scales.detach().double().cpu().numpy()[:, None, :]
             return {
-                "centers": m.means.detach().float().cpu().numpy(),
-                "covariances": (M @ M.transpose(0, 2, 1)).astype(np.float32),
-                "rgbs": sh_to_rgb(m.splats["sh0"].detach()[:, 0]).clamp(0, 1).float().cpu().numpy(),
-                "opacities": m.opacities.detach().float().cpu().numpy()[:, None],
+                "centers": m.means.detach().double().cpu().numpy(),
+                "quats": m.quats.detach().double().cpu().numpy(),
+                "scales": m.scales.detach().double().cpu().numpy(),
+                "opacities": m.opacities.detach().double().cpu().numpy().reshape(-1),
+                "rgbs": sh_to_rgb(m.splats["sh0"].detach()[:, 0]).double().cpu().numpy(),
             }
 
 
