@@ -31,8 +31,9 @@ def _initial_points(loaded):
     try:
         from splatlab.scenes import load_scene
 
-        root = sj.get("root")
-        scene = load_scene(None if sj.get("format") == "demo" else root)
+        root, cfg = sj.get("root"), loaded.config or {}
+        how = {k: cfg.get(k) for k in ("format", "images", "colmap_path")}  # as the run loaded it
+        scene = load_scene(None, **how) if sj.get("format") == "demo" else load_scene(root, **how)
         if scene.points is None:
             return None
         return scene.points, scene.point_colors
