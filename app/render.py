@@ -148,14 +148,16 @@ def sigterm_unwinds():
 def _write_pngs(out: Path, frames, advance) -> None:
     """PNG frames into a new folder beside `out`, renamed over it when all are written.
     os.mkdir and PIL create the folder and files, so their modes follow the umask."""
-    import imageio.v2 as imageio
+    from PIL import Image
 
     tmp = out.parent / f".{out.name}.r.{secrets.token_hex(4)}"
     os.mkdir(tmp)
     try:
         try:
             for i, frame in enumerate(frames):
-                imageio.imwrite(tmp / f"frame_{i:05d}.png", frame)
+                # Our own file object: its close (where a full disk often shows) is checked here.
+                with open(tmp / f"frame_{i:05d}.png", "wb") as f:
+                    Image.fromarray(frame).save(f, format="PNG")
                 advance()
         except OSError as e:
             raise UserError(f"cannot write the frames ({e.strerror or e})", out) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -48,7 +49,10 @@ class VideoWriter:
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{self.fps:g}", "-i", "-",
                "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "10", str(self.tmp)]
         self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log)
+        # restore_signals=False: ffmpeg keeps our signal dispositions, so a file-size limit
+        # (SIGXFSZ ignored) fails its write with EFBIG, reported like ENOSPC, not a kill.
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log,
+                                     restore_signals=False)
         return self
 
     def write(self, frame: np.ndarray) -> None:
@@ -67,8 +71,8 @@ class VideoWriter:
     def _fail(self):
         self.proc.stdin.close() if not self.proc.stdin.closed else None
         code = self.proc.wait()
-        raise UserError(f"cannot write the video: ffmpeg stopped with status {code} ({self._ffmpeg_message()})",
-                        self.out)
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"stopped with status {code}"
+        raise UserError(f"cannot write the video: ffmpeg {how} ({self._ffmpeg_message()})", self.out)
 
     def _finish(self) -> None:
         try:
