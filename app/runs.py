@@ -13,7 +13,7 @@ A checkpoint is a `torch.save` dict: {"version": 1, "step": int, "model": SplatM
 "optimizers": {name: state_dict}, "strategy_state": dict, "config": dict,
 "normalization": Normalization.to_json()}.
 
-`load_target(path)` accepts a run folder, a checkpoint file or any 3DGS PLY.
+`load_target(path)` accepts a run folder, a checkpoint file, any 3DGS PLY or an SPZ.
 """
 
 from __future__ import annotations
@@ -174,5 +174,10 @@ def load_target(path: Path | str, device="cpu") -> Loaded:
         model = read_ply(path).to(device)
         # A PLY is in original coordinates: identity normalization.
         return Loaded(model=model, normalization=Normalization(), kind="ply", path=path)
-    raise UserError("expected a run folder, a .pt checkpoint or a .ply file", path)
+    if path.suffix.lower() == ".spz":
+        from splatlab.renderers.splat.io import read_spz
+
+        # Read back into the PLY's frame (original coordinates): identity normalization.
+        return Loaded(model=read_spz(path).to(device), normalization=Normalization(), kind="spz", path=path)
+    raise UserError("expected a run folder, a .pt checkpoint, a .ply or a .spz file", path)
 

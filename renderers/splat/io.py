@@ -345,5 +345,14 @@ def splats_from_columns(path: Path | str, v: dict[str, np.ndarray]) -> SplatMode
     return SplatModel(splats, degree)
 
 
-__all__ = ["write_ply", "read_ply", "ply_bytes", "ply_table_bytes", "splats_from_columns", "ply_property_names", "PlyError",
+__all__ = ["write_ply", "read_ply", "read_spz", "ply_bytes", "ply_table_bytes", "splats_from_columns", "ply_property_names", "PlyError",
            "Crop", "to_original_frame", "transform_splats", "sh_rotation_matrices", "F_REST_COUNT"]
+
+
+def read_spz(path: Path | str) -> SplatModel:
+    """A Niantic .spz (versions 2, 3) -> SplatModel with raw params in the same frame as our
+    PLY (the dataset's original coordinates; SPZ's RUB axes undone). Raises SpzError."""
+    from .spz import read_spz_splats
+
+    splats, degree = read_spz_splats(path)
+    return SplatModel(splats, degree)
