@@ -12,7 +12,7 @@ from .errors import UserError
 def parse(argv: list[str]) -> argparse.Namespace:
     # Four flags: plain argparse keeps `splatlab view --help` instant (no tyro/torch import).
     p = argparse.ArgumentParser(prog="splatlab view", description=__doc__)
-    p.add_argument("target", type=Path, help="run folder, checkpoint (.pt) or 3DGS .ply (INRIA, gsplat, nerfstudio, splatlab)")
+    p.add_argument("target", type=Path, help="run folder, checkpoint (.pt), 3DGS .ply (INRIA, gsplat, nerfstudio, splatlab) or .spz")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; anything else exposes the scene to the network)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if taken)")
     p.add_argument("--client-splats", action="store_true",

@@ -51,7 +51,7 @@ class SplatRenderer(Renderer):
     batch_kind: ClassVar[str] = "image"
     exports: ClassVar[tuple[str, ...]] = ("ply", "splat", "ply-compressed", "points", "mesh",
                                           "cameras", "html")
-    file_suffixes: ClassVar[tuple[str, ...]] = (".ply",)
+    file_suffixes: ClassVar[tuple[str, ...]] = (".ply", ".spz")
 
     def __init__(self, model: SplatModel, *, render_sh_degree: Optional[int] = None,
                  near_plane: float = 0.01, far_plane: float = 1e10):
@@ -86,10 +86,11 @@ class SplatRenderer(Renderer):
 
     @classmethod
     def from_file(cls, path: Path, device="cpu") -> "SplatRenderer":
-        """A 3DGS PLY (INRIA, gsplat, nerfstudio, splatlab layouts)."""
-        from .io import read_ply
+        """A 3DGS PLY (INRIA, gsplat, nerfstudio, splatlab layouts) or an SPZ."""
+        from .io import read_ply, read_spz
 
-        return cls(read_ply(path).to(device))
+        read = read_spz if Path(path).suffix.lower() == ".spz" else read_ply
+        return cls(read(path).to(device))
 
     @property
     def device(self) -> torch.device:
