@@ -77,8 +77,6 @@ class TrainConfig:
     """Learning rate of the higher SH coefficients."""
     ssim_lambda: float = 0.2
     """Loss = (1 - ssim_lambda) * L1 + ssim_lambda * (1 - SSIM)."""
-    selective_adam: bool = False
-    """Update only the Gaussians visible in each step (gsplat's selective Adam; CUDA only, plain Adam elsewhere)."""
 
     # ---- densification ----
     strategy: Literal["default", "mcmc"] = "default"
