@@ -1,10 +1,11 @@
 """The fused photometric loss in Triton: rgb loss (L1 or MSE) + D-SSIM in one forward
 and one backward kernel. The torch twin and oracle is `ssim.photometric_loss_torch`.
 
-Forward, one program per (image, channel, BH x BW tile of pixels): the per-pixel
+Forward, one program per (image, BH x BW tile of pixels, all channels): the per-pixel
 L1/MSE terms, and at the tile's valid window positions the five Gaussian-blurred
-statistics, SSIM, and its partial derivatives with respect to the blurred mean,
-second moment and cross moment (three maps, B C H-10 W-10, kept for backward).
+statistics (121 taps read straight from the image; neighbouring taps hit the cache),
+SSIM, and its partial derivatives with respect to the blurred mean, second moment and
+cross moment (three maps, B H-10 W-10 C, kept for backward).
 Per-program partial sums (rgb, squared error, SSIM) are reduced by torch, so the
 result does not depend on the order of atomics. Backward blurs the three partial maps
 with the flipped window (the transpose of a valid convolution) and adds the rgb term.
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from .ssim import SSIM_C1, SSIM_C2, SSIM_SIGMA, SSIM_WINDOW, RgbLoss, gauss_1d
 
-BH, BW = 16, 32  # pixels per program; an output tile reads a (BH+10) x (BW+10) patch
+BH, BW = 8, 32  # pixels per program (all channels at once); a tile reads a (BH+10) x (BW+10) patch
 
 
 @triton.jit
@@ -33,31 +34,33 @@ def _fwd_kernel(
     sxb, sxc, sxh, sxw, syb, syc, syh, syw,
     C1, C2,
     WIN: tl.constexpr, SAVE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
-    plane = tl.program_id(0)  # b * C + c
+    b = tl.program_id(0)
     th = tl.program_id(1)
     tw = tl.program_id(2)
-    b = plane // C
-    c = plane % C
-    rows = th * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
-    cols = tw * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
-    xb = x_ptr + b * sxb + c * sxc
-    yb = y_ptr + b * syb + c * syc
+    # H x W x C blocks: the channels innermost, so a channels-last image loads coalesced.
+    rows = th * BLOCK_H + tl.arange(0, BLOCK_H)[:, None, None]
+    cols = tw * BLOCK_W + tl.arange(0, BLOCK_W)[None, :, None]
+    chan = tl.arange(0, BLOCK_C)[None, None, :]
+    xb = x_ptr + b * sxb + chan * sxc
+    yb = y_ptr + b * syb + chan * syc
+    has_c = chan < C
 
-    inside = (rows < H) & (cols < W)
+    inside = (rows < H) & (cols < W) & has_c
     xv = tl.load(xb + rows * sxh + cols * sxw, mask=inside, other=0.0)
     yv = tl.load(yb + rows * syh + cols * syw, mask=inside, other=0.0)
     d = xv - yv
-    abs_sum = tl.sum(tl.sum(tl.abs(d), axis=1), axis=0)
-    sq_sum = tl.sum(tl.sum(d * d, axis=1), axis=0)
+    abs_sum = tl.sum(tl.sum(tl.sum(tl.abs(d), axis=2), axis=1), axis=0)
+    sq_sum = tl.sum(tl.sum(tl.sum(d * d, axis=2), axis=1), axis=0)
 
     # SSIM at the window positions whose top-left pixel is in this tile.
-    valid = (rows < HV) & (cols < WV)
-    mx = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
-    my = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
-    exx = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
-    eyy = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
-    exy = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    valid = (rows < HV) & (cols < WV) & has_c
+    mx = tl.zeros((BLOCK_H, BLOCK_W, BLOCK_C), dtype=tl.float32)
+    my = tl.zeros((BLOCK_H, BLOCK_W, BLOCK_C), dtype=tl.float32)
+    exx = tl.zeros((BLOCK_H, BLOCK_W, BLOCK_C), dtype=tl.float32)
+    eyy = tl.zeros((BLOCK_H, BLOCK_W, BLOCK_C), dtype=tl.float32)
+    exy = tl.zeros((BLOCK_H, BLOCK_W, BLOCK_C), dtype=tl.float32)
     for a in range(WIN):
         ga = tl.load(g_ptr + a)
         for k in tl.static_range(WIN):
@@ -80,19 +83,19 @@ def _fwd_kernel(
     b2 = (exx - mx2) + (eyy - my2) + C2
     den = b1 * b2
     s = (a1 * a2) / den
-    s_sum = tl.sum(tl.sum(tl.where(valid, s, 0.0), axis=1), axis=0)
+    s_sum = tl.sum(tl.sum(tl.sum(tl.where(valid, s, 0.0), axis=2), axis=1), axis=0)
 
-    pid = (plane * n_th + th) * n_tw + tw
+    pid = (b * n_th + th) * n_tw + tw
     tl.store(sums_ptr + pid * 3 + 0, abs_sum)
     tl.store(sums_ptr + pid * 3 + 1, sq_sum)
     tl.store(sums_ptr + pid * 3 + 2, s_sum)
     if SAVE:
         # dS/d(mx), dS/d(exx), dS/d(exy) with the blurred moments as the variables
-        # (vx = exx - mx^2, cxy = exy - mx my).
+        # (vx = exx - mx^2, cxy = exy - mx my). Stored B HV WV C.
         dmu = (2.0 * my * (a2 - a1) - 2.0 * mx * s * (b2 - b1)) / den
         dxx = -s / b2
         dxy = 2.0 * a1 / den
-        off = plane * HV * WV + rows * WV + cols
+        off = ((b * HV + rows) * WV + cols) * C + chan
         tl.store(dmu_ptr + off, dmu, mask=valid)
         tl.store(dxx_ptr + off, dxx, mask=valid)
         tl.store(dxy_ptr + off, dxy, mask=valid)
@@ -105,32 +108,32 @@ def _bwd_kernel(
     sxb, sxc, sxh, sxw, syb, syc, syh, syw, sdb, sdc, sdh, sdw,
     coef_rgb, coef_ssim,
     WIN: tl.constexpr, MSE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
-    plane = tl.program_id(0)
+    b = tl.program_id(0)
     th = tl.program_id(1)
     tw = tl.program_id(2)
-    b = plane // C
-    c = plane % C
-    rows = th * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
-    cols = tw * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
-    inside = (rows < H) & (cols < W)
-    xv = tl.load(x_ptr + b * sxb + c * sxc + rows * sxh + cols * sxw, mask=inside, other=0.0)
-    yv = tl.load(y_ptr + b * syb + c * syc + rows * syh + cols * syw, mask=inside, other=0.0)
+    rows = th * BLOCK_H + tl.arange(0, BLOCK_H)[:, None, None]
+    cols = tw * BLOCK_W + tl.arange(0, BLOCK_W)[None, :, None]
+    chan = tl.arange(0, BLOCK_C)[None, None, :]
+    has_c = chan < C
+    inside = (rows < H) & (cols < W) & has_c
+    xv = tl.load(x_ptr + b * sxb + chan * sxc + rows * sxh + cols * sxw, mask=inside, other=0.0)
+    yv = tl.load(y_ptr + b * syb + chan * syc + rows * syh + cols * syw, mask=inside, other=0.0)
 
     # Sum over the windows that cover each pixel: window (r - a, q - k) weighs it g[a] g[k].
-    base = plane * HV * WV
-    acc_mu = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
-    acc_xx = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
-    acc_xy = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    acc_mu = tl.zeros((BLOCK_H, BLOCK_W, BLOCK_C), dtype=tl.float32)
+    acc_xx = tl.zeros((BLOCK_H, BLOCK_W, BLOCK_C), dtype=tl.float32)
+    acc_xy = tl.zeros((BLOCK_H, BLOCK_W, BLOCK_C), dtype=tl.float32)
     for a in range(WIN):
         ga = tl.load(g_ptr + a)
         orow = rows - a
-        row_ok = (orow >= 0) & (orow < HV)
+        row_ok = (orow >= 0) & (orow < HV) & has_c
         for k in tl.static_range(WIN):
             wgt = ga * tl.load(g_ptr + k)
             ocol = cols - k
             m = row_ok & (ocol >= 0) & (ocol < WV)
-            off = base + orow * WV + ocol
+            off = ((b * HV + orow) * WV + ocol) * C + chan
             acc_mu += wgt * tl.load(dmu_ptr + off, mask=m, other=0.0)
             acc_xx += wgt * tl.load(dxx_ptr + off, mask=m, other=0.0)
             acc_xy += wgt * tl.load(dxy_ptr + off, mask=m, other=0.0)
@@ -142,7 +145,7 @@ def _bwd_kernel(
         g_rgb = tl.where(d > 0, 1.0, tl.where(d < 0, -1.0, 0.0))
     go = tl.load(gout_ptr)
     grad = go * (coef_rgb * g_rgb + coef_ssim * (acc_mu + 2.0 * xv * acc_xx + yv * acc_xy))
-    tl.store(dx_ptr + b * sdb + c * sdc + rows * sdh + cols * sdw, grad, mask=inside)
+    tl.store(dx_ptr + b * sdb + chan * sdc + rows * sdh + cols * sdw, grad, mask=inside)
 
 
 def _bhwc_strides(t: Tensor) -> tuple[int, int, int, int]:
@@ -159,11 +162,11 @@ class _FusedPhotometric(torch.autograd.Function):
         dev = render.device
         g = gauss_1d(SSIM_WINDOW, SSIM_SIGMA, torch.float32, dev)
         n_th, n_tw = triton.cdiv(h, BH), triton.cdiv(w, BW)
-        grid = (bsz * c, n_th, n_tw)
-        sums = torch.empty(grid[0] * n_th * n_tw, 3, device=dev, dtype=torch.float32)
+        grid = (bsz, n_th, n_tw)
+        sums = torch.empty(bsz * n_th * n_tw, 3, device=dev, dtype=torch.float32)
         save = ctx.needs_input_grad[0]
         if save:
-            dmu, dxx, dxy = (torch.empty(bsz * c, hv, wv, device=dev, dtype=torch.float32)
+            dmu, dxx, dxy = (torch.empty(bsz, hv, wv, c, device=dev, dtype=torch.float32)
                              for _ in range(3))
         else:
             dmu = dxx = dxy = sums  # never written
@@ -172,7 +175,7 @@ class _FusedPhotometric(torch.autograd.Function):
             c, h, w, hv, wv, n_th, n_tw,
             *_bhwc_strides(render), *_bhwc_strides(gt),
             SSIM_C1, SSIM_C2,
-            WIN=SSIM_WINDOW, SAVE=save, BLOCK_H=BH, BLOCK_W=BW,
+            WIN=SSIM_WINDOW, SAVE=save, BLOCK_H=BH, BLOCK_W=BW, BLOCK_C=triton.next_power_of_2(c),
         )
         tot = sums.sum(0)  # abs, squared, SSIM
         n_pix, n_win = bsz * c * h * w, bsz * c * hv * wv
@@ -193,13 +196,13 @@ class _FusedPhotometric(torch.autograd.Function):
         lam = ctx.ssim_lambda
         g = gauss_1d(SSIM_WINDOW, SSIM_SIGMA, torch.float32, render.device)
         grad = torch.empty(render.shape, device=render.device, dtype=torch.float32)
-        grid = (bsz * c, triton.cdiv(h, BH), triton.cdiv(w, BW))
+        grid = (bsz, triton.cdiv(h, BH), triton.cdiv(w, BW))
         _bwd_kernel[grid](
             render, gt, g, gloss.reshape(1).to(torch.float32).contiguous(), dmu, dxx, dxy, grad,
             c, h, w, hv, wv,
             *_bhwc_strides(render), *_bhwc_strides(gt), *_bhwc_strides(grad),
             (1 - lam) / (bsz * c * h * w), -lam / (bsz * c * hv * wv),
-            WIN=SSIM_WINDOW, MSE=ctx.mse_loss, BLOCK_H=BH, BLOCK_W=BW,
+            WIN=SSIM_WINDOW, MSE=ctx.mse_loss, BLOCK_H=BH, BLOCK_W=BW, BLOCK_C=triton.next_power_of_2(c),
         )
         return grad, None, None, None
 

@@ -82,7 +82,7 @@ def interpreted_kernel(monkeypatch):
     sys.modules.pop(KERNEL, None)
 
 
-# (B, H, W): one window only; odd sizes crossing the 16x32 tile edges; a batch of two.
+# (B, H, W): one window only; odd sizes crossing the 8x32 tile edges; a batch of two.
 # The interpreter runs every program's 121 window taps in Python: the larger are slow.
 @pytest.mark.parametrize("shape,rgb_loss,rgb_slice", [
     ((1, 11, 11), "l1", False),
