@@ -24,7 +24,10 @@ from torch import Tensor
 
 from .ssim import SSIM_C1, SSIM_C2, SSIM_SIGMA, SSIM_WINDOW, RgbLoss, gauss_1d
 
-BH, BW = 8, 32  # pixels per program (all channels at once); a tile reads a (BH+10) x (BW+10) patch
+# Pixels per program (all channels at once; a tile reads a (BH+10) x (BW+10) patch) and
+# warps: compiled for sm_90 this is 64 registers per thread, no spills, in both kernels
+# (unrolled tap loops or 4 warps needed 128-255 registers and spilled).
+BH, BW, WARPS = 8, 32, 8
 
 
 @triton.jit
@@ -63,7 +66,7 @@ def _fwd_kernel(
     exy = tl.zeros((BLOCK_H, BLOCK_W, BLOCK_C), dtype=tl.float32)
     for a in range(WIN):
         ga = tl.load(g_ptr + a)
-        for k in tl.static_range(WIN):
+        for k in range(WIN):
             wgt = ga * tl.load(g_ptr + k)
             px = tl.load(xb + (rows + a) * sxh + (cols + k) * sxw, mask=valid, other=0.0)
             py = tl.load(yb + (rows + a) * syh + (cols + k) * syw, mask=valid, other=0.0)
@@ -129,7 +132,7 @@ def _bwd_kernel(
         ga = tl.load(g_ptr + a)
         orow = rows - a
         row_ok = (orow >= 0) & (orow < HV) & has_c
-        for k in tl.static_range(WIN):
+        for k in range(WIN):
             wgt = ga * tl.load(g_ptr + k)
             ocol = cols - k
             m = row_ok & (ocol >= 0) & (ocol < WV)
@@ -175,7 +178,8 @@ class _FusedPhotometric(torch.autograd.Function):
             c, h, w, hv, wv, n_th, n_tw,
             *_bhwc_strides(render), *_bhwc_strides(gt),
             SSIM_C1, SSIM_C2,
-            WIN=SSIM_WINDOW, SAVE=save, BLOCK_H=BH, BLOCK_W=BW, BLOCK_C=triton.next_power_of_2(c),
+            WIN=SSIM_WINDOW, SAVE=save, BLOCK_H=BH, BLOCK_W=BW,
+            BLOCK_C=triton.next_power_of_2(c), num_warps=WARPS,
         )
         tot = sums.sum(0)  # abs, squared, SSIM
         n_pix, n_win = bsz * c * h * w, bsz * c * hv * wv
@@ -202,7 +206,8 @@ class _FusedPhotometric(torch.autograd.Function):
             c, h, w, hv, wv,
             *_bhwc_strides(render), *_bhwc_strides(gt), *_bhwc_strides(grad),
             (1 - lam) / (bsz * c * h * w), -lam / (bsz * c * hv * wv),
-            WIN=SSIM_WINDOW, MSE=ctx.mse_loss, BLOCK_H=BH, BLOCK_W=BW, BLOCK_C=triton.next_power_of_2(c),
+            WIN=SSIM_WINDOW, MSE=ctx.mse_loss, BLOCK_H=BH, BLOCK_W=BW,
+            BLOCK_C=triton.next_power_of_2(c), num_warps=WARPS,
         )
         return grad, None, None, None
 
