@@ -121,12 +121,16 @@ def describe_model(path: str) -> dict:
 
     from .runs import load_target
 
+    from splatlab.viewer.splats import centers
+
     t = load_target(path)
-    means = t.normalization.invert_points(t.model.means.detach().double().numpy())
+    c = centers(t.renderer)
+    means = np.zeros((0, 3)) if c is None else t.normalization.invert_points(c.double().cpu().numpy())
     finite = np.isfinite(means).all(1)
     info = {
-        "path": str(path), "format": t.kind, "num_gaussians": t.model.num_gaussians,
-        "sh_degree": t.model.sh_degree,
+        "path": str(path), "format": t.kind, "method": t.method, "preset": t.preset,
+        "stats": t.renderer.stats(), **t.renderer.metrics(),
+        "sh_degree": getattr(t.renderer, "sh_degree", None),
         "bounds_min": means[finite].min(0).tolist() if finite.any() else None,
         "bounds_max": means[finite].max(0).tolist() if finite.any() else None,
         "step": t.step, "scene": None, "metrics": None, "warnings": [],
@@ -147,7 +151,10 @@ def _print_model(info: dict) -> None:
     t.add_column(style="bold")
     t.add_column()
     t.add_row("kind", info["format"])
-    t.add_row("Gaussians", f"{info['num_gaussians']:,} (SH degree {info['sh_degree']})")
+    t.add_row("method", info["method"] + (f" (preset {info['preset']})" if info["preset"] else ""))
+    for k, v in info["stats"].items():
+        sh = f" (SH degree {info['sh_degree']})" if info["sh_degree"] is not None else ""
+        t.add_row(k, (f"{v:,}" if isinstance(v, int) else str(v)) + sh)
     if info["bounds_min"] is not None:
         fmt = lambda v: " ".join(f"{x:.3g}" for x in v)  # noqa: E731
         t.add_row("bounds", f"[{fmt(info['bounds_min'])}] .. [{fmt(info['bounds_max'])}] (original coordinates)")

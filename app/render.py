@@ -77,17 +77,19 @@ def build_cameras(target, args: RenderArgs):
 
 
 def render_frames(target, cams, sh_degree: Optional[int] = None):
-    """Yield uint8 H W 3 frames of `target.model` seen from `cams`."""
+    """Yield uint8 H W 3 frames of `target.renderer` seen from `cams` (the SH degree
+    applies to renderers that offer `with_render_options`)."""
     import torch
 
     bg = None
     if target.scene_json is not None and target.scene_json.get("background") is not None:
         bg = torch.tensor([target.scene_json["background"]], dtype=torch.float32)
-    viewmats, Ks = cams.viewmats(), cams.Ks()
-    W, H = int(cams.width[0]), int(cams.height[0])
+    renderer = target.renderer
+    if sh_degree is not None and hasattr(renderer, "with_render_options"):
+        renderer = renderer.with_render_options(sh_degree=sh_degree)
     for i in range(len(cams)):
         with torch.no_grad():
-            out = target.model.render(viewmats[i : i + 1], Ks[i : i + 1], W, H, sh_degree=sh_degree, backgrounds=bg)
+            out = renderer.render(cams[i], background=bg)
         yield (out.rgb[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
 

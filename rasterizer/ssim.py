@@ -113,7 +113,8 @@ def photometric_loss(
         raise ValueError(f"unknown loss backend {backend!r}")
     from .ssim_triton import fused_photometric_loss
 
-    return fused_photometric_loss(render, gt, ssim_lambda, rgb_loss)
+    window = gauss_1d(SSIM_WINDOW, SSIM_SIGMA, torch.float32, render.device)
+    return fused_photometric_loss(render, gt, ssim_lambda, rgb_loss, window, SSIM_C1, SSIM_C2)
 
 
 __all__ = ["SSIM_WINDOW", "SSIM_SIGMA", "SSIM_C1", "SSIM_C2", "gauss_1d", "ssim_map", "ssim",

@@ -1,5 +1,7 @@
 """The fused photometric loss in Triton: rgb loss (L1 or MSE) + D-SSIM in one forward
-and one backward kernel. The torch twin and oracle is `ssim.photometric_loss_torch`.
+and one backward kernel. The torch twin and oracle is `ssim.photometric_loss_torch`,
+whose window and constants `ssim.photometric_loss` passes in (this module imports
+nothing of ours: ssim.py imports it lazily).
 
 Forward, one program per (image, BH x BW tile of pixels, all channels): the per-pixel
 L1/MSE terms, and at the tile's valid window positions the five Gaussian-blurred
@@ -21,8 +23,6 @@ import triton
 import triton.language as tl
 from jaxtyping import Float
 from torch import Tensor
-
-from .ssim import SSIM_C1, SSIM_C2, SSIM_SIGMA, SSIM_WINDOW, RgbLoss, gauss_1d
 
 # Pixels per program (all channels at once; a tile reads a (BH+10) x (BW+10) patch) and
 # warps: compiled for sm_90 this is 64 registers per thread, no spills, in both kernels
@@ -159,11 +159,13 @@ def _bhwc_strides(t: Tensor) -> tuple[int, int, int, int]:
 
 class _FusedPhotometric(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, render: Tensor, gt: Tensor, ssim_lambda: float, mse_loss: bool):
+    def forward(ctx, render: Tensor, gt: Tensor, window: Tensor, c1: float, c2: float,
+                ssim_lambda: float, mse_loss: bool):
         bsz, h, w, c = render.shape
-        hv, wv = h - (SSIM_WINDOW - 1), w - (SSIM_WINDOW - 1)
+        win = window.numel()
+        hv, wv = h - (win - 1), w - (win - 1)
         dev = render.device
-        g = gauss_1d(SSIM_WINDOW, SSIM_SIGMA, torch.float32, dev)
+        g = window.to(device=dev, dtype=torch.float32).contiguous()
         n_th, n_tw = triton.cdiv(h, BH), triton.cdiv(w, BW)
         grid = (bsz, n_th, n_tw)
         sums = torch.empty(bsz * n_th * n_tw, 3, device=dev, dtype=torch.float32)
@@ -177,8 +179,8 @@ class _FusedPhotometric(torch.autograd.Function):
             render, gt, g, sums, dmu, dxx, dxy,
             c, h, w, hv, wv, n_th, n_tw,
             *_bhwc_strides(render), *_bhwc_strides(gt),
-            SSIM_C1, SSIM_C2,
-            WIN=SSIM_WINDOW, SAVE=save, BLOCK_H=BH, BLOCK_W=BW,
+            c1, c2,
+            WIN=win, SAVE=save, BLOCK_H=BH, BLOCK_W=BW,
             BLOCK_C=triton.next_power_of_2(c), num_warps=WARPS,
         )
         tot = sums.sum(0)  # abs, squared, SSIM
@@ -187,18 +189,18 @@ class _FusedPhotometric(torch.autograd.Function):
         rgb = mse if mse_loss else tot[0] / n_pix
         loss = (1 - ssim_lambda) * rgb + ssim_lambda * (1 - tot[2] / n_win)
         if save:
-            ctx.save_for_backward(render, gt, dmu, dxx, dxy)
+            ctx.save_for_backward(render, gt, g, dmu, dxx, dxy)
         ctx.ssim_lambda, ctx.mse_loss = ssim_lambda, mse_loss
         ctx.mark_non_differentiable(mse)
         return loss, mse.detach()
 
     @staticmethod
     def backward(ctx, gloss: Tensor, gmse: Tensor):
-        render, gt, dmu, dxx, dxy = ctx.saved_tensors
+        render, gt, g, dmu, dxx, dxy = ctx.saved_tensors
         bsz, h, w, c = render.shape
-        hv, wv = h - (SSIM_WINDOW - 1), w - (SSIM_WINDOW - 1)
+        win = g.numel()
+        hv, wv = h - (win - 1), w - (win - 1)
         lam = ctx.ssim_lambda
-        g = gauss_1d(SSIM_WINDOW, SSIM_SIGMA, torch.float32, render.device)
         grad = torch.empty(render.shape, device=render.device, dtype=torch.float32)
         grid = (bsz, triton.cdiv(h, BH), triton.cdiv(w, BW))
         _bwd_kernel[grid](
@@ -206,29 +208,32 @@ class _FusedPhotometric(torch.autograd.Function):
             c, h, w, hv, wv,
             *_bhwc_strides(render), *_bhwc_strides(gt), *_bhwc_strides(grad),
             (1 - lam) / (bsz * c * h * w), -lam / (bsz * c * hv * wv),
-            WIN=SSIM_WINDOW, MSE=ctx.mse_loss, BLOCK_H=BH, BLOCK_W=BW,
+            WIN=win, MSE=ctx.mse_loss, BLOCK_H=BH, BLOCK_W=BW,
             BLOCK_C=triton.next_power_of_2(c), num_warps=WARPS,
         )
-        return grad, None, None, None
+        return grad, None, None, None, None, None, None
 
 
 def fused_photometric_loss(
     render: Float[Tensor, "B H W C"], gt: Float[Tensor, "B H W C"], ssim_lambda: float,
-    rgb_loss: RgbLoss = "l1",
+    rgb_loss: str, window: Float[Tensor, " K"], c1: float, c2: float,
 ) -> tuple[Tensor, Tensor]:
-    """As `ssim.photometric_loss_torch` (float32 only), in two kernels. The gradient
-    flows to `render` only."""
+    """As `ssim.photometric_loss_torch` (float32 only), in two kernels, for the 1D SSIM
+    window `window` (K taps, separable) and constants c1, c2. The gradient flows to
+    `render` only. Use it through `ssim.photometric_loss(..., backend="triton")`."""
+    win = window.numel()
     if render.shape != gt.shape:
         raise ValueError(f"render {tuple(render.shape)} and gt {tuple(gt.shape)} differ in shape")
     if render.dtype != torch.float32 or gt.dtype != torch.float32:
         raise ValueError("the fused loss takes float32 images")
-    if render.shape[1] < SSIM_WINDOW or render.shape[2] < SSIM_WINDOW:
-        raise ValueError(f"images smaller than the {SSIM_WINDOW}x{SSIM_WINDOW} SSIM window")
+    if render.shape[1] < win or render.shape[2] < win:
+        raise ValueError(f"images smaller than the {win}x{win} SSIM window")
     if gt.requires_grad:
         raise ValueError("the fused loss differentiates the render only; detach gt")
     if rgb_loss not in ("l1", "mse"):
         raise ValueError(f"unknown rgb loss {rgb_loss!r}")
-    return _FusedPhotometric.apply(render, gt, float(ssim_lambda), rgb_loss == "mse")
+    return _FusedPhotometric.apply(render, gt, window, float(c1), float(c2), float(ssim_lambda),
+                                   rgb_loss == "mse")
 
 
 __all__ = ["fused_photometric_loss"]
