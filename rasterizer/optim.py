@@ -71,18 +71,19 @@ class SelectiveAdam(torch.optim.Adam):
 
 
 def make_adam(params: list[Tensor], lr: float, eps: float, *, name: Optional[str] = None,
-              selective: bool = False) -> torch.optim.Optimizer:
-    """The optimizer of one parameter group: `SelectiveAdam` when `selective` and the
-    parameters are on CUDA, else torch's Adam (fused on CUDA: one launch per group).
-    Off CUDA a selective group falls back to plain Adam: the dense update is cheap there
-    and the CPU results stay those of plain Adam."""
+              weight_decay: float = 0.0, selective: bool = False) -> torch.optim.Optimizer:
+    """The optimizer of one parameter group: `SelectiveAdam` when `selective`, the
+    parameters are on CUDA and there is no weight decay (gsplat's kernel has none), else
+    torch's Adam (fused on CUDA: one launch per group). Off CUDA a selective group falls
+    back to plain Adam: the dense update is cheap there and CPU results stay plain Adam's."""
     cuda = all(p.is_cuda for p in params)
     group = {"params": params, "lr": lr}
     if name is not None:
         group["name"] = name  # gsplat's strategies and checkpoints find groups by name
-    if selective and cuda:
+    if selective and cuda and weight_decay == 0:
         return SelectiveAdam([group], lr=lr, eps=eps)
-    return torch.optim.Adam([group], lr=lr, eps=eps, fused=True if cuda else None)
+    return torch.optim.Adam([group], lr=lr, eps=eps, weight_decay=weight_decay,
+                            fused=True if cuda else None)
 
 
 def hand_visibility(optimizers: dict[str, torch.optim.Optimizer], visible: Bool[Tensor, "C N"]) -> None:

@@ -111,3 +111,38 @@ def test_selective_adam_cuda_kernel_matches_twin(shape):
     for k in ("exp_avg", "exp_avg_sq"):
         torch.testing.assert_close(opt_gpu.state[gpu][k].cpu(), opt_cpu.state[cpu][k], rtol=1e-5, atol=1e-7)
     assert type(make_adam([gpu], 1e-3, 1e-15, selective=True)) is SelectiveAdam
+
+
+def test_splat_renderer_hands_the_step_visibility_to_selective_adam():
+    """With `selective_adam`, the splat renderer's before_backward gives every selective
+    optimizer the Gaussians on screen in this step's render; a step then leaves the
+    off-screen ones (parameters and moments) exactly as they were. CPU: the torch twin."""
+    import dataclasses
+
+    from splatlab.app.data import ImageSampler
+    from splatlab.renderers.splat import SplatConfig, SplatModel, SplatRenderer
+    from splatlab.scenes import load_scene
+
+    scene = load_scene(None, downscale=8)
+    cfg = dataclasses.replace(SplatConfig(), selective_adam=True, sh_degree=0)
+    dev = torch.device("cpu")
+    # Gaussians in a box far larger than the scene: many are off screen in any one view.
+    half = 5 * scene.extent * torch.ones(3)
+    r = SplatRenderer(SplatModel.random(400, -half, half, sh_degree=0,
+                                        generator=torch.Generator().manual_seed(0)))
+    r.setup_training(cfg, scene)
+    opts = {g.name: SelectiveAdam([{"params": g.params, "lr": g.lr, "name": g.name}], lr=g.lr, eps=g.eps)
+            for g in r.param_groups(cfg)}
+    batch = ImageSampler(scene, dev, seed=0).next(0)
+    out = r.train_render(batch, 0)
+    r.before_backward(0, out, opts)
+    vis = (out.extras["info"]["radii"] > 0).all(-1).any(0)
+    assert 0 < int(vis.sum()) < vis.numel()  # both kinds present, or the test proves nothing
+    before = {k: p.detach().clone() for k, p in r.model.splats.items()}
+    (out.rgb - batch.gt).abs().mean().backward()
+    for opt in opts.values():
+        assert torch.equal(opt.visibility, vis)
+        opt.step()
+    for k, p in r.model.splats.items():
+        assert torch.equal(p.detach()[~vis], before[k][~vis]), k
+    assert not torch.equal(r.model.splats["means"].detach()[vis], before["means"][vis])
