@@ -28,6 +28,14 @@ def loss_backend() -> str:
     return name
 
 
+def warm_up(sizes: set[tuple[int, int]], device, ssim_lambda: float, rgb_loss: str = "l1") -> int:
+    """Compile the fused loss for each training image size (width, height) before the
+    stopwatch starts; returns how many sizes it compiled (0 on the torch twin)."""
+    if loss_backend() == "torch":
+        return 0
+    return sum(_ssim.warm_up(h, w, device, ssim_lambda, rgb_loss) for w, h in sizes)
+
+
 def photometric_loss(
     render: Float[Tensor, "B H W 3"], gt: Float[Tensor, "B H W 3"], ssim_lambda: float,
     rgb_loss: _ssim.RgbLoss = "l1",

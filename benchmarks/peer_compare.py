@@ -11,7 +11,9 @@ on), the peer as `bash .device/peer/run STRATEGY DATA OUT STEPS` with splatlab's
 count. `--time-to-quality` adds `--eval-every 500` to the splatlab run (a benchmark-only
 setting: training's stopwatch pauses around each evaluation, so train seconds stay
 optimisation only) and reports the first train time at which its test PSNR reaches the
-peer's final test PSNR. `--only` runs one side; `--peer-result` supplies the peer's line
+peer's final test PSNR. Before the timed run the fused loss kernels are compiled for the
+scene's image sizes (triton's disk cache keeps them; the peer's kernels are compiled ahead
+of time too). `--only` runs one side; `--peer-result` supplies the peer's line
 from an earlier call in the same device session (30k runs do not fit one 10-minute call).
 
 Peak memory: splatlab reports torch's max allocated in GB (1e9 bytes), the peer in GiB;
@@ -236,6 +238,21 @@ def gpu_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
 
 
+WARM_UP = """
+import sys, time
+from splatlab.app.config import parse_train_args
+from splatlab.app.data import load_data, resolve_device
+from splatlab.app.losses import warm_up
+t = time.perf_counter()
+cfg, _ = parse_train_args(sys.argv[1:])
+scene = load_data(cfg)
+cams = scene.cameras[scene.train_idx]
+sizes = {(int(w), int(h)) for w, h in zip(cams.width, cams.height)}
+n = warm_up(sizes, resolve_device(cfg.device), cfg.ssim_lambda, cfg.rgb_loss)
+print(f"fused loss kernels compiled for {n} of {len(sizes)} image sizes in {time.perf_counter() - t:.1f} s")
+"""
+
+
 def run_logged(cmd: list[str], log: Path) -> str:
     """Run `cmd`, its output into `log` as well; raise CompareError with the tail on failure."""
     print("$ " + shlex.join(cmd), flush=True)
@@ -265,6 +282,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--peer-result", default=None, help="the peer's summary line from an earlier run")
     p.add_argument("--output", default="/tmp/peer_compare", help="parent folder of both run folders")
     p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    p.add_argument("--no-warm-up", action="store_true",
+                   help="do not compile the fused loss kernels before the timed run (triton's JIT then counts)")
     args = p.parse_args(argv)
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -283,11 +302,15 @@ def main(argv: list[str]) -> int:
             peer = parse_peer(args.peer_result)
         if args.only != "peer":
             run_dir = out / f"splatlab-{stamp}"
-            cmd = [sys.executable, "-m", "splatlab.app.cli", "train", data, "--preset", args.preset,
-                   "--output", str(run_dir), "--no-save-renders"]
+            train_args = [data, "--preset", args.preset, "--output", str(run_dir), "--no-save-renders"]
             if args.time_to_quality:
-                cmd += ["--eval-every", str(args.eval_every)]
-            run_logged(cmd + extra, out / f"splatlab-{stamp}.log")
+                train_args += ["--eval-every", str(args.eval_every)]
+            if not args.no_warm_up:
+                # The peer's CUDA code is compiled ahead; ours JIT-compiles on first use.
+                print(run_logged([sys.executable, "-c", WARM_UP, *train_args, *extra],
+                                 out / f"warm-up-{stamp}.log").strip())
+            run_logged([sys.executable, "-m", "splatlab.app.cli", "train", *train_args, *extra],
+                       out / f"splatlab-{stamp}.log")
             ours = read_splat_run(run_dir)
         if args.only != "splatlab" and peer is None:
             steps = ours.steps if ours is not None else None

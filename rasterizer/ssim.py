@@ -117,6 +117,20 @@ def photometric_loss(
     return fused_photometric_loss(render, gt, ssim_lambda, rgb_loss, window, SSIM_C1, SSIM_C2)
 
 
-__all__ = ["SSIM_WINDOW", "SSIM_SIGMA", "SSIM_C1", "SSIM_C2", "gauss_1d", "ssim_map", "ssim",
+def warm_up(height: int, width: int, device: torch.device | str, ssim_lambda: float = 0.2,
+            rgb_loss: RgbLoss = "l1", channels: int = 3) -> bool:
+    """Compile the fused kernels for `height` x `width` images (one forward and backward
+    on blank images laid out as in training), so a timed run does not pay triton's JIT;
+    triton's disk cache keeps them for later processes. False when the kernel does not apply."""
+    render = torch.zeros(1, height, width, channels, device=device, requires_grad=True)
+    gt = torch.zeros(1, height, width, channels, device=device)
+    if not fused_supported(render, gt, ssim_lambda):
+        return False
+    loss, _ = photometric_loss(render, gt, ssim_lambda, rgb_loss, backend="triton")
+    loss.backward()
+    return True
+
+
+__all__ = ["warm_up", "SSIM_WINDOW", "SSIM_SIGMA", "SSIM_C1", "SSIM_C2", "gauss_1d", "ssim_map", "ssim",
            "photometric_loss", "photometric_loss_torch", "fused_supported", "triton_available",
            "RgbLoss", "LossBackend"]

@@ -158,3 +158,18 @@ def test_cpu_loss_is_the_twin(monkeypatch):
     monkeypatch.setenv(losses.LOSS_BACKEND_ENV, "fast")
     with pytest.raises(UserError, match="auto, torch or triton"):
         losses.photometric_loss(render, gt, 0.2)
+
+
+def test_warm_up_is_a_no_op_off_cuda(monkeypatch):
+    monkeypatch.delenv(losses.LOSS_BACKEND_ENV, raising=False)
+    assert ssim.warm_up(16, 24, "cpu") is False
+    assert losses.warm_up({(24, 16), (32, 20)}, torch.device("cpu"), 0.2) == 0
+
+
+@pytest.mark.cuda
+def test_warm_up_compiles_for_each_size(monkeypatch):
+    pytest.importorskip("triton", reason="triton is not installed on this GPU machine")
+    monkeypatch.delenv(losses.LOSS_BACKEND_ENV, raising=False)
+    assert losses.warm_up({(24, 16), (33, 21)}, torch.device("cuda"), 0.2, "mse") == 2
+    monkeypatch.setenv(losses.LOSS_BACKEND_ENV, "torch")
+    assert losses.warm_up({(24, 16)}, torch.device("cuda"), 0.2) == 0
