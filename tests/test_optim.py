@@ -113,10 +113,12 @@ def test_selective_adam_cuda_kernel_matches_twin(shape):
     assert type(make_adam([gpu], 1e-3, 1e-15, selective=True)) is SelectiveAdam
 
 
-def test_splat_renderer_hands_the_step_visibility_to_selective_adam():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_splat_renderer_hands_the_step_visibility_to_selective_adam(device):
     """With `selective_adam`, the splat renderer's before_backward gives every selective
     optimizer the Gaussians on screen in this step's render; a step then leaves the
-    off-screen ones (parameters and moments) exactly as they were. CPU: the torch twin."""
+    off-screen ones (parameters and moments) exactly as they were. CPU: the torch twin;
+    CUDA: gsplat's kernel, built by `make_adam` as the loop would."""
     import dataclasses
 
     from splatlab.app.data import ImageSampler
@@ -125,14 +127,16 @@ def test_splat_renderer_hands_the_step_visibility_to_selective_adam():
 
     scene = load_scene(None, downscale=8)
     cfg = dataclasses.replace(SplatConfig(), selective_adam=True, sh_degree=0)
-    dev = torch.device("cpu")
+    dev = torch.device(device)
     # Gaussians in a box far larger than the scene: many are off screen in any one view.
     half = 5 * scene.extent * torch.ones(3)
-    r = SplatRenderer(SplatModel.random(400, -half, half, sh_degree=0,
-                                        generator=torch.Generator().manual_seed(0)))
+    model = SplatModel.random(400, -half, half, sh_degree=0, generator=torch.Generator().manual_seed(0))
+    r = SplatRenderer(SplatModel.from_state(model.state(), dev))
     r.setup_training(cfg, scene)
-    opts = {g.name: SelectiveAdam([{"params": g.params, "lr": g.lr, "name": g.name}], lr=g.lr, eps=g.eps)
+    opts = {g.name: (make_adam(g.params, g.lr, g.eps, name=g.name, selective=True) if dev.type == "cuda" else
+                     SelectiveAdam([{"params": g.params, "lr": g.lr, "name": g.name}], lr=g.lr, eps=g.eps))
             for g in r.param_groups(cfg)}
+    assert all(isinstance(o, SelectiveAdam) for o in opts.values())
     batch = ImageSampler(scene, dev, seed=0).next(0)
     out = r.train_render(batch, 0)
     r.before_backward(0, out, opts)
