@@ -72,14 +72,10 @@ def default_run_dir(scene_name: str) -> Path:
 def make_optimizers(groups: list["ParamGroup"]) -> dict[str, Any]:
     """One Adam per parameter group, named like the group (a densification strategy edits
     them by name), fused on CUDA so each is one kernel launch."""
-    import torch
+    from splatlab.rasterizer.optim import make_adam
 
-    return {
-        g.name: torch.optim.Adam([{"params": g.params, "lr": g.lr, "name": g.name}], eps=g.eps,
-                                 weight_decay=g.weight_decay,
-                                 fused=True if g.params[0].is_cuda else None)
-        for g in groups
-    }
+    return {g.name: make_adam(g.params, g.lr, g.eps, name=g.name, weight_decay=g.weight_decay,
+                              selective=g.selective) for g in groups}
 
 
 def set_learning_rates(optimizers: dict, groups: list["ParamGroup"], step: int, total: int) -> dict:
@@ -369,7 +365,7 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
     from .data import load_data, make_sampler, resolve_device
     from .eval import evaluate
     from .live import start_viewer
-    from .losses import batch_loss
+    from .losses import batch_loss, warm_up
 
     bus = bus or ev.EventBus()
     if cfg.steps < 1:
@@ -413,6 +409,9 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
         device=str(device), start_step=start, total_steps=cfg.steps, num_train=len(scene.train_idx),
         num_test=len(scene.test_idx), stats=renderer.stats()))
 
+    if method.batch_kind == "image" and cfg.ssim_lambda > 0:  # JIT-compile the fused loss off the clock
+        cams = scene.cameras[scene.train_idx]
+        warm_up({(int(w), int(h)) for w, h in zip(cams.width, cams.height)}, device, cfg.ssim_lambda, cfg.rgb_loss)
     reason, step, lrs = "done", start, {}
     stop.install()
     book.stopwatch.start()

@@ -95,6 +95,7 @@ class ParamGroup:
     warmup_steps: int = 0
     eps: float = 1e-15
     weight_decay: float = 0.0
+    selective: bool = False  # update only the rows the renderer marked visible (CUDA; see rasterizer/optim.py)
 
     def lr_at(self, step: int, total_steps: int) -> float:
         lr = self.lr * self.lr_final ** (min(step, total_steps) / max(total_steps, 1))
@@ -165,8 +166,11 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        # JSON has no tuples: a tuple-valued field comes back as a list.
+        tuples = {n for n, f in fields.items() if isinstance(f.default, tuple)}
+        return cls(**{k: tuple(v) if k in tuples and isinstance(v, list) else v
+                      for k, v in d.items() if k in fields})
 
 
 class Renderer(ABC):

@@ -149,14 +149,15 @@ class SplatRenderer(Renderer):
     def param_groups(self, cfg: SplatConfig) -> list[ParamGroup]:
         """One group per splat tensor, named as gsplat's strategies edit them; eps=1e-15 as
         3DGS (the tiny gradients of far-away Gaussians still move them)."""
-        p = self.model.splats
+        p, sel = self.model.splats, bool(cfg.selective_adam)
         return [
-            ParamGroup("means", [p["means"]], cfg.lr_means * self._extent, lr_final=cfg.lr_means_final),
-            ParamGroup("scales", [p["scales"]], cfg.lr_scales),
-            ParamGroup("quats", [p["quats"]], cfg.lr_quats),
-            ParamGroup("opacities", [p["opacities"]], cfg.lr_opacities),
-            ParamGroup("sh0", [p["sh0"]], cfg.lr_sh0),
-            ParamGroup("shN", [p["shN"]], cfg.lr_shN),
+            ParamGroup("means", [p["means"]], cfg.lr_means * self._extent, lr_final=cfg.lr_means_final,
+                       selective=sel),
+            ParamGroup("scales", [p["scales"]], cfg.lr_scales, selective=sel),
+            ParamGroup("quats", [p["quats"]], cfg.lr_quats, selective=sel),
+            ParamGroup("opacities", [p["opacities"]], cfg.lr_opacities, selective=sel),
+            ParamGroup("sh0", [p["sh0"]], cfg.lr_sh0, selective=sel),
+            ParamGroup("shN", [p["shN"]], cfg.lr_shN, selective=sel),
         ]
 
     def before_backward(self, step: int, out: Rendered, optimizers: dict) -> None:
