@@ -42,6 +42,12 @@ def dense_levels(resolutions: list[int], table_size: int) -> list[bool]:
     return [(r + 1) ** 3 <= table_size for r in resolutions]
 
 
+def _wrap32(v: int) -> int:
+    """`v` as a wrapped int32 (two's complement)."""
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
 def _axis_pairs(p0: Int[Tensor, "N L"], mult: Tensor) -> Tensor:
     """N L 2: the vertex coordinate below and above, times `mult` (per level)."""
     return torch.stack([p0 * mult, (p0 + 1) * mult], -1)
@@ -73,9 +79,13 @@ def hash_encode_torch(
         az = _axis_pairs(p0[:, :nd, 2], side * side)
         parts.append((az[..., :, None, None] + ay[..., None, :, None] + ax[..., None, None, :]).reshape(N, nd, 8))
     if nd < L:
-        hx, hy, hz = (_axis_pairs(p0[:, nd:, k], torch.tensor(PRIMES[k], device=dev)) for k in range(3))
+        # int32 with wrap-around: the low bits (all that `& (T - 1)` keeps) are those of the
+        # 64-bit product, and int32 halves the memory traffic of this, the hot part.
+        q = p0[:, nd:].int()
+        hx, hy, hz = (_axis_pairs(q[..., k], torch.tensor(_wrap32(PRIMES[k]), dtype=torch.int32, device=dev))
+                      for k in range(3))
         h = (hz[..., :, None, None] ^ hy[..., None, :, None] ^ hx[..., None, None, :]) & (T - 1)
-        parts.append(h.reshape(N, L - nd, 8))
+        parts.append(h.reshape(N, L - nd, 8).long())
     idx = torch.cat(parts, 1) + (torch.arange(L, device=dev) * T)[None, :, None]  # N L 8
     vals = table.reshape(L * T, F)[idx.reshape(-1)].reshape(N, L, 8, F)
     return (w[..., None].to(table.dtype) * vals).sum(2).reshape(N, L * F)
