@@ -149,3 +149,27 @@ def test_a_few_steps_reduce_the_loss(tiny_scene):
         losses.append(mse.item())
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
     assert r.field.grid.table.grad is None  # zero_grad(set_to_none) reached every group
+
+
+def test_depth_points_unproject_to_the_rendered_depth(tiny_scene):
+    """`points` for a NeRF: every kept pixel lands at its rendered camera z, on its pixel ray."""
+    from splatlab.app.exporters.points import depth_points
+    from splatlab.renderers.base import Rendered
+
+    class Wall:
+        def render(self, cameras, *, background=None, with_depth=False):
+            h, w = int(cameras.height[0]), int(cameras.width[0])
+            depth = 2.0 + torch.arange(w, dtype=torch.float32)[None, :, None].expand(h, w, 1) / w
+            alpha = torch.ones(h, w, 1)
+            alpha[:, : w // 2] = 0.2  # the left half is too faint to keep
+            return Rendered(torch.full((1, h, w, 3), 0.5), alpha[None], depth[None])
+
+    cams = tiny_scene.cameras[[0, 4]]
+    xyz, rgb = depth_points(Wall(), cams, min_alpha=0.5, stride=3)
+    per_view = len(range(0, 18, 3)) * len([u for u in range(0, 24, 3) if u >= 12])
+    assert xyz.shape == (2 * per_view, 3) and (rgb == 128).all()
+    first = torch.from_numpy(xyz[:per_view])
+    cam = (cams.viewmats()[0].double() @ torch.cat([first, torch.ones(per_view, 1, dtype=torch.float64)], -1).T).T
+    u = cams.fx[0] * cam[:, 0] / cam[:, 2] + cams.cx[0] - 0.5  # back to integer pixel columns
+    torch.testing.assert_close(cam[:, 2], 2.0 + u / 24, atol=1e-4, rtol=0)
+    assert torch.allclose(u, u.round(), atol=1e-3) and (u >= 12 - 1e-3).all()

@@ -57,5 +57,5 @@ def test_default_threshold_scales_with_the_scene():
     a = default_density_threshold(np.zeros(3), np.ones(3))
     b = default_density_threshold(np.zeros(3), 10 * np.ones(3))
     assert a == pytest.approx(10 * b)
-    # Half opaque over 1% of the diagonal.
-    assert 1 - np.exp(-a * 0.01 * np.sqrt(3)) == pytest.approx(0.5)
+    # Half opaque over 2% of the diagonal.
+    assert 1 - np.exp(-a * 0.02 * np.sqrt(3)) == pytest.approx(0.5)

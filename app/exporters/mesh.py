@@ -1,4 +1,5 @@
-"""`--format mesh`: a coloured triangle mesh by TSDF fusion of rendered depth and colour.
+"""`--format mesh`: a coloured triangle mesh by TSDF fusion of rendered depth and colour
+(splats, unbounded NeRFs), or by marching cubes on a NeRF's density in its scene box.
 
 Each training camera renders the model ("RGB+ED": colour and expected depth), pixels less
 opaque than `--min-alpha` are left empty, and open3d's `ScalableTSDFVolume` fuses them.
@@ -25,7 +26,7 @@ import numpy as np
 from ..errors import UserError
 from .common import ExportArgs, check_output, crop_box
 
-HELP = "coloured triangle mesh by TSDF fusion of rendered depth (needs splatlab[mesh])"
+HELP = "coloured triangle mesh: TSDF fusion of rendered depth, or marching cubes on a NeRF's density (needs splatlab[mesh])"
 SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb")
 
 
@@ -46,6 +47,13 @@ class Options(ExportArgs):
     """Render at this fraction (or multiple) of the cameras' resolution."""
     cameras: Literal["train", "all"] = "train"
     """Which of the run's cameras to fuse."""
+    nerf_mesher: Literal["auto", "marching-cubes", "tsdf"] = "auto"
+    """NeRF: marching cubes on the density in the scene box, or TSDF fusion of rendered depth
+    (auto: marching cubes for a bounded scene, TSDF for an unbounded one)."""
+    mc_resolution: int = 256
+    """NeRF marching cubes: grid cells along the box's longest side."""
+    density_threshold: Optional[float] = None
+    """NeRF marching cubes: iso-level of the density (default: half opaque over 2% of the box diagonal)."""
 
 
 def _open3d():
@@ -84,11 +92,16 @@ def fuse_tsdf(model, cameras, *, voxel_size: float, sdf_trunc: float, min_alpha:
     for i in range(len(cameras)):
         w, h = int(cameras.width[i]), int(cameras.height[i])
         with torch.no_grad():
-            out = model.render(viewmats[i : i + 1], Ks[i : i + 1], w, h, render_mode="RGB+ED",
-                               backgrounds=bg)
-        rgb = (out.rgb[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-        depth = out.depths[0, ..., 0].float().cpu().numpy().copy()
-        alpha = out.alphas[0, ..., 0].float().cpu().numpy()
+            if hasattr(model, "density_at"):  # a NeRF renders through the renderer contract
+                out = model.render(cameras[i], with_depth=True)
+                out_rgb, out_depth, out_alpha = out.rgb, out.depth, out.alpha
+            else:
+                out = model.render(viewmats[i : i + 1], Ks[i : i + 1], w, h, render_mode="RGB+ED",
+                                   backgrounds=bg)
+                out_rgb, out_depth, out_alpha = out.rgb, out.depths, out.alphas
+        rgb = (out_rgb[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+        depth = out_depth[0, ..., 0].float().cpu().numpy().copy()
+        alpha = out_alpha[0, ..., 0].float().cpu().numpy()
         depth[(alpha < min_alpha) | ~np.isfinite(depth) | (depth <= 0)] = 0.0
         rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
             o3d.geometry.Image(np.ascontiguousarray(rgb)), o3d.geometry.Image(np.ascontiguousarray(depth)),
@@ -110,9 +123,10 @@ def _mcubes():
 
 
 def default_density_threshold(lo: np.ndarray, hi: np.ndarray) -> float:
-    """The density at which 1% of the box diagonal is half opaque: alpha = 1 - exp(-sigma d)
-    = 0.5 at d = diag / 100. Scale-aware, so the same default fits any scene size."""
-    return float(np.log(2.0) / (0.01 * np.linalg.norm(np.asarray(hi) - np.asarray(lo))))
+    """The density at which 2% of the box diagonal is half opaque: alpha = 1 - exp(-sigma d)
+    = 0.5 at d = diag / 50. Scale-aware, so the same default fits any scene size; on the
+    demo it sits between 1% (a shell too thin, holes) and 5% (a blown-up surface)."""
+    return float(np.log(2.0) / (0.02 * np.linalg.norm(np.asarray(hi) - np.asarray(lo))))
 
 
 def marching_cubes_mesh(model, *, resolution: int, threshold: Optional[float] = None, progress=None):
@@ -223,22 +237,34 @@ def export(target, opts: Options) -> str:
     if opts.resolution_scale != 1.0:
         cams = cams.scaled(opts.resolution_scale)
     s = float(norm.scale)  # original units -> normalized units
+    nerf = hasattr(target.model, "density_at")
+    mesher = opts.nerf_mesher if nerf else "tsdf"
+    if mesher == "auto":
+        mesher = "marching-cubes" if target.model.box.bounded else "tsdf"
     if opts.voxel_size is not None:
         voxel = opts.voxel_size * s
     else:
-        lo, hi = scene_bounds(target.model)
+        lo, hi = target.model.mesh_box() if nerf else scene_bounds(target.model)
         voxel = float(np.linalg.norm(hi - lo)) / 512.0
     if not voxel > 0:
         raise UserError(f"voxel size must be positive (got {voxel / s})")
     trunc = opts.sdf_trunc * s if opts.sdf_trunc is not None else 4.0 * voxel
     bg = target.scene_json.get("background")
-    with Progress(transient=True) as bar:
-        task = bar.add_task("TSDF fusion", total=len(cams))
-        mesh = fuse_tsdf(target.model, cams, voxel_size=voxel, sdf_trunc=trunc, min_alpha=opts.min_alpha,
-                         background=bg, progress=lambda: bar.advance(task))
+    if mesher == "marching-cubes":
+        if opts.mc_resolution < 8:
+            raise UserError(f"--mc-resolution must be at least 8, got {opts.mc_resolution}")
+        with Progress(transient=True) as bar:
+            task = bar.add_task("marching cubes", total=1.0)
+            mesh = marching_cubes_mesh(target.model, resolution=opts.mc_resolution,
+                                       threshold=opts.density_threshold, progress=lambda f: bar.advance(task, f))
+    else:
+        with Progress(transient=True) as bar:
+            task = bar.add_task("TSDF fusion", total=len(cams))
+            mesh = fuse_tsdf(target.model, cams, voxel_size=voxel, sdf_trunc=trunc, min_alpha=opts.min_alpha,
+                             background=bg, progress=lambda: bar.advance(task))
     if len(mesh.triangles) == 0:
-        raise UserError("TSDF fusion produced an empty mesh (is the model trained? try a lower --min-alpha)",
-                        target.path)
+        raise UserError(f"{mesher} produced an empty mesh (is the model trained? try a lower "
+                        f"{'--density-threshold' if mesher == 'marching-cubes' else '--min-alpha'})", target.path)
     remove_small_components(mesh, opts.min_component)
     mesh.vertices = o3d.utility.Vector3dVector(norm.invert_points(np.asarray(mesh.vertices)))
     if crop is not None:
