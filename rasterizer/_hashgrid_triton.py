@@ -23,13 +23,16 @@ def _fwd(x_ptr, table_ptr, res_ptr, dense_ptr, out_ptr, N,
     ri = tl.load(res_ptr + lvl)
     dense = tl.load(dense_ptr + lvl) != 0
     r = ri.to(tl.float32)
-    side = (ri + 1).to(tl.int64)
+    side = (ri + 1).to(tl.uint32)
     px, py, pz = _scaled(x_ptr, n_off, mask, r)
     x0 = tl.minimum(tl.floor(px), r - 1.0)
     y0 = tl.minimum(tl.floor(py), r - 1.0)
     z0 = tl.minimum(tl.floor(pz), r - 1.0)
     fx, fy, fz = px - x0, py - y0, pz - z0
-    ix, iy, iz = x0.to(tl.int64), y0.to(tl.int64), z0.to(tl.int64)
+    # uint32 arithmetic wraps like tiny-cuda-nn's (64-bit integer multiplies are emulated on
+    # GPUs); only the low bits survive `& (T - 1)`, and a dense index of a level that fits
+    # the table never overflows.
+    ix, iy, iz = x0.to(tl.uint32), y0.to(tl.uint32), z0.to(tl.uint32)
     f_off = tl.arange(0, F)
     acc = tl.zeros((BLOCK, F), dtype=tl.float32)
     base = lvl.to(tl.int64) * T
@@ -39,8 +42,8 @@ def _fwd(x_ptr, table_ptr, res_ptr, dense_ptr, out_ptr, N,
         bz: tl.constexpr = (corner >> 2) & 1
         cx, cy, cz = ix + bx, iy + by, iz + bz
         w = (fx if bx else 1.0 - fx) * (fy if by else 1.0 - fy) * (fz if bz else 1.0 - fz)
-        hashed = ((cx * 1) ^ (cy * 2654435761) ^ (cz * 805459861)) & (T - 1)
-        idx = tl.where(dense, cx + cy * side + cz * side * side, hashed) + base
+        hashed = (cx ^ (cy * 2654435761) ^ (cz * 805459861)) & (T - 1)
+        idx = tl.where(dense, cx + cy * side + cz * side * side, hashed).to(tl.int64) + base
         vals = tl.load(table_ptr + idx[:, None] * F + f_off[None, :], mask=mask[:, None], other=0.0)
         acc += w[:, None] * vals
     tl.store(out_ptr + n_off[:, None].to(tl.int64) * (L * F) + lvl * F + f_off[None, :], acc,
@@ -56,13 +59,16 @@ def _bwd(x_ptr, grad_out_ptr, res_ptr, dense_ptr, grad_table_ptr, N,
     ri = tl.load(res_ptr + lvl)
     dense = tl.load(dense_ptr + lvl) != 0
     r = ri.to(tl.float32)
-    side = (ri + 1).to(tl.int64)
+    side = (ri + 1).to(tl.uint32)
     px, py, pz = _scaled(x_ptr, n_off, mask, r)
     x0 = tl.minimum(tl.floor(px), r - 1.0)
     y0 = tl.minimum(tl.floor(py), r - 1.0)
     z0 = tl.minimum(tl.floor(pz), r - 1.0)
     fx, fy, fz = px - x0, py - y0, pz - z0
-    ix, iy, iz = x0.to(tl.int64), y0.to(tl.int64), z0.to(tl.int64)
+    # uint32 arithmetic wraps like tiny-cuda-nn's (64-bit integer multiplies are emulated on
+    # GPUs); only the low bits survive `& (T - 1)`, and a dense index of a level that fits
+    # the table never overflows.
+    ix, iy, iz = x0.to(tl.uint32), y0.to(tl.uint32), z0.to(tl.uint32)
     f_off = tl.arange(0, F)
     g = tl.load(grad_out_ptr + n_off[:, None].to(tl.int64) * (L * F) + lvl * F + f_off[None, :],
                 mask=mask[:, None], other=0.0)
@@ -73,7 +79,9 @@ def _bwd(x_ptr, grad_out_ptr, res_ptr, dense_ptr, grad_table_ptr, N,
         bz: tl.constexpr = (corner >> 2) & 1
         cx, cy, cz = ix + bx, iy + by, iz + bz
         w = (fx if bx else 1.0 - fx) * (fy if by else 1.0 - fy) * (fz if bz else 1.0 - fz)
-        hashed = ((cx * 1) ^ (cy * 2654435761) ^ (cz * 805459861)) & (T - 1)
-        idx = tl.where(dense, cx + cy * side + cz * side * side, hashed) + base
+        hashed = (cx ^ (cy * 2654435761) ^ (cz * 805459861)) & (T - 1)
+        idx = tl.where(dense, cx + cy * side + cz * side * side, hashed).to(tl.int64) + base
+        # relaxed: nothing reads the gradient until the kernel ends, and the default acq_rel
+        # ordering costs a fence per atomic.
         tl.atomic_add(grad_table_ptr + idx[:, None] * F + f_off[None, :], w[:, None] * g,
-                      mask=mask[:, None])
+                      mask=mask[:, None], sem="relaxed")

@@ -4,8 +4,9 @@ Level l has resolution `res[l]` cells per axis (`res[l] + 1` grid vertices); a p
 feature is the trilinear blend of the 8 surrounding vertices' table entries. A level whose
 (res + 1)^3 vertices fit in the table is indexed densely (x + y (r+1) + z (r+1)^2, no
 collisions); finer levels use Instant-NGP's spatial hash (x * 1 ^ y * 2654435761 ^
-z * 805459861) mod T. T is a power of two, so the low bits of the 64-bit product equal
-those of tiny-cuda-nn's 32-bit wrapping product: both backends index the same entries.
+z * 805459861) mod T. T is a power of two, so only the products' low bits matter: both
+backends compute them with wrapping 32-bit integers, as tiny-cuda-nn, and index the same
+entries as exact arithmetic would (the float64 brute force in the tests checks that).
 
 Two backends with one signature: `torch` (pure torch, the CPU path and the test oracle)
 and `triton` (forward and backward kernels; backward scatters into the table gradient with
