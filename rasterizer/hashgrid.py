@@ -43,13 +43,26 @@ def dense_levels(resolutions: list[int], table_size: int) -> list[bool]:
     return [(r + 1) ** 3 <= table_size for r in resolutions]
 
 
+_LEVEL_TENSORS: dict = {}
+
+
+def _level_tensor(values: list[int], dtype, device) -> Tensor:
+    """Per-level constants on `device`, made once: a fresh host->GPU copy every step would
+    synchronise the training loop."""
+    key = (tuple(values), dtype, str(device))
+    t = _LEVEL_TENSORS.get(key)
+    if t is None:
+        t = _LEVEL_TENSORS[key] = torch.tensor(values, dtype=dtype, device=device)
+    return t
+
+
 def _wrap32(v: int) -> int:
     """`v` as a wrapped int32 (two's complement)."""
     v &= 0xFFFFFFFF
     return v - (1 << 32) if v >= 1 << 31 else v
 
 
-def _axis_pairs(p0: Int[Tensor, "N L"], mult: Tensor) -> Tensor:
+def _axis_pairs(p0: Int[Tensor, "N L"], mult) -> Tensor:
     """N L 2: the vertex coordinate below and above, times `mult` (per level)."""
     return torch.stack([p0 * mult, (p0 + 1) * mult], -1)
 
@@ -65,7 +78,7 @@ def hash_encode_torch(
     table is read with one gather for all corners and levels."""
     L, T, F = table.shape
     N, dev = x.shape[0], x.device
-    res = torch.tensor(resolutions, dtype=torch.int64, device=dev)  # L
+    res = _level_tensor(resolutions, torch.int64, dev)  # L
     pos = x.clamp(0.0, 1.0)[:, None, :] * res[None, :, None].to(x.dtype)  # N L 3
     p0 = torch.minimum(pos.detach().floor().long(), (res - 1).clamp_min(0)[None, :, None])
     frac = pos - p0.to(x.dtype)
@@ -83,8 +96,7 @@ def hash_encode_torch(
         # int32 with wrap-around: the low bits (all that `& (T - 1)` keeps) are those of the
         # 64-bit product, and int32 halves the memory traffic of this, the hot part.
         q = p0[:, nd:].int()
-        hx, hy, hz = (_axis_pairs(q[..., k], torch.tensor(_wrap32(PRIMES[k]), dtype=torch.int32, device=dev))
-                      for k in range(3))
+        hx, hy, hz = (_axis_pairs(q[..., k], _wrap32(PRIMES[k])) for k in range(3))
         h = (hz[..., :, None, None] ^ hy[..., None, :, None] ^ hx[..., None, None, :]) & (T - 1)
         parts.append(h.reshape(N, L - nd, 8).long())
     idx = torch.cat(parts, 1) + (torch.arange(L, device=dev) * T)[None, :, None]  # N L 8
@@ -154,8 +166,8 @@ def hash_encode_triton(
     L, T, F = table.shape
     if T & (T - 1) or F & (F - 1):
         raise ValueError(f"triton hash encoding needs power-of-two table size and features, got {T}, {F}")
-    res = torch.tensor(resolutions, dtype=torch.int32, device=x.device)
-    dense = torch.tensor(dense_levels(resolutions, T), dtype=torch.int32, device=x.device)
+    res = _level_tensor(resolutions, torch.int32, x.device)
+    dense = _level_tensor([int(d) for d in dense_levels(resolutions, T)], torch.int32, x.device)
     return _HashEncodeTriton.apply(x.float().contiguous(), table.float().contiguous(), res, dense)
 
 

@@ -97,6 +97,8 @@ class NerfRenderer(Renderer):
             for k in (1, 2)
         ]).to(self._device)
         self.step = 0  # the last training step seen (proposal annealing)
+        # A host float: reading box.radius back from the GPU every step would synchronise.
+        self._radius = 0.5 * max(h - l for l, h in zip(a["lo"], a["hi"]))
 
     # ---- construction and state -------------------------------------------------------------
     @classmethod
@@ -151,7 +153,7 @@ class NerfRenderer(Renderer):
             return Spacing(near, far, None), hit
         near = torch.full((R,), self.arch["near_plane"], device=rays.origins.device)
         far = torch.full((R,), self.arch["far_plane"], device=rays.origins.device)
-        return Spacing(near, far, float(self.box.radius)), None
+        return Spacing(near, far, self._radius), None
 
     def _anneal(self, train: bool) -> float:
         """nerfacto's schedule: proposal weights ** a with a rising from 0 (flat) to 1."""
