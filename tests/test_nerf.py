@@ -103,6 +103,11 @@ def test_render_shapes_state_roundtrip(tiny_scene, mode):
     buf.seek(0)
     r2 = NerfRenderer.from_state(torch.load(buf, weights_only=True))
     torch.testing.assert_close(r2.render(cams, with_depth=True).rgb, out.rgb)
+    live = r.live_copy()
+    with torch.no_grad():
+        r.field.grid.table.add_(1.0)  # training goes on: the snapshot must not change
+    torch.testing.assert_close(live.render(cams).rgb, out.rgb)
+    assert not any(p.requires_grad for p in live.field.parameters())
     s = r.stats()
     assert s["hash grid"] == "4 x 2^10" and s["parameters"] == sum(p.numel() for g in r.param_groups(tiny_cfg()) for p in g.params)
 

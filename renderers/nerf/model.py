@@ -9,6 +9,7 @@ through `extra_losses`; the loop adds the photometric loss. No training loop liv
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from typing import Any, ClassVar, Optional
 
@@ -281,8 +282,17 @@ class NerfRenderer(Renderer):
                 "scene_mode": "bounded" if self.box.bounded else "unbounded"}
 
     def live_copy(self) -> "NerfRenderer":
-        """A snapshot: the viewer renders it while the optimizers keep editing the original."""
-        return NerfRenderer.from_state(self.state_dict(), self._device)
+        """A snapshot on the same device (no host round trip): the viewer renders it while
+        the optimizers keep editing the original."""
+        new = copy.copy(self)
+        new.arch = dict(self.arch)
+        with torch.no_grad():
+            new.field, new.proposals = copy.deepcopy(self.field), copy.deepcopy(self.proposals)
+        for m in (new.field, new.proposals):
+            for p in m.parameters():
+                p.grad = None
+                p.requires_grad_(False)
+        return new
 
     # ---- geometry (mesh export) -----------------------------------------------------------------
     def mesh_box(self) -> tuple[np.ndarray, np.ndarray]:
