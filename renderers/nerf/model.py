@@ -273,9 +273,7 @@ class NerfRenderer(Renderer):
 
     def stats(self) -> dict[str, Any]:
         L, T, F = self.field.grid.table.shape
-        return {"hash grid": f"{L} x 2^{int(round(math.log2(T)))}",
-                "parameters": self.num_parameters(),
-                "scene": "bounded box" if self.box.bounded else "unbounded (contracted)"}
+        return {"hash grid": f"{L} x 2^{int(round(math.log2(T)))}", "parameters": self.num_parameters()}
 
     def metrics(self) -> dict[str, Any]:
         return {"num_parameters": self.num_parameters(), "max_resolution": self.arch["max_resolution"],
