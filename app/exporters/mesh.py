@@ -273,5 +273,6 @@ def export(target, opts: Options) -> str:
         if len(mesh.triangles) == 0:
             raise UserError(f"crop box {list(crop.lo)}..{list(crop.hi)} contains none of the mesh")
     _write_mesh(mesh, opts.output)
+    how = f"voxel {voxel / s:.4g}" if mesher == "tsdf" else f"marching cubes at {opts.mc_resolution}"
     return (f"wrote a mesh of {len(mesh.vertices)} vertices, {len(mesh.triangles)} triangles "
-            f"(voxel {voxel / s:.4g}) to {opts.output}")
+            f"({how}) to {opts.output}")

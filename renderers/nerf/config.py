@@ -106,12 +106,12 @@ PRESETS: dict[str, tuple[str, NerfConfig]] = {
     "fast": _preset("5k steps of 8192 rays: the 5-minute GPU schedule.",
                     steps=5000, rays_per_batch=8192, checkpoint_every=5000, log_every=100),
     "cpu": _preset(
-        "The demo on a CPU: a small grid, few samples, 1k steps of 1024 rays at half resolution.",
-        steps=1000, downscale=2, rays_per_batch=1024, hash_levels=8, hash_log2_size=15,
+        "The demo on a CPU: a small grid, few samples, 800 steps of 1024 rays at half resolution.",
+        steps=800, downscale=2, rays_per_batch=1024, hash_levels=8, hash_log2_size=15,
         max_resolution=256, hidden_dim=32, color_hidden_dim=32, appearance_dim=8,
         proposal_samples_1=32, proposal_samples_2=16, nerf_samples=16, proposal_levels=4,
         proposal_log2_size=13, proposal_max_resolution_1=64, proposal_max_resolution_2=128,
-        proposal_anneal_steps=300, lr_final=0.1, log_every=50, checkpoint_every=1000,
+        proposal_anneal_steps=300, lr_final=0.1, log_every=50, checkpoint_every=800,
         render_chunk=8192,
     ),
 }
