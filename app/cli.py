@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("splatlab.app.train", "Train a Gaussian splatting model on a scene (or the built-in demo)."),
     "eval": ("splatlab.app.eval", "Re-render a run's test views and recompute its metrics."),
     "view": ("splatlab.app.view", "Open a run, checkpoint or PLY in the browser viewer."),
-    "export": ("splatlab.app.export", "Export a run: ply, splat, ply-compressed, points, mesh, cameras, html."),
+    "export": ("splatlab.app.export", "Export a run: ply, splat, ply-compressed, spz, points, mesh, cameras, html."),
     "render": ("splatlab.app.render", "Render a camera-path video (orbit, interpolate or a JSON path)."),
     "process": ("splatlab.app.process", "Photos or a video -> posed COLMAP scene (structure-from-motion)."),
     "info": ("splatlab.app.info", "Describe a scene, run or PLY: format, splits, cameras, points."),

@@ -40,13 +40,15 @@ def load_data(cfg) -> "Scene":
 
     from splatlab.scenes.capture.video import is_video
 
+    how = dict(format=getattr(cfg, "format", None), images=getattr(cfg, "images", None),
+               colmap_path=getattr(cfg, "colmap_path", None))
     if cfg.data is None or (cfg.data == "demo" and not Path("demo").exists()):
         return load_scene(None, downscale=cfg.downscale, test_every=cfg.test_every)
     path = Path(cfg.data)
     if not path.exists():
         raise UserError("no such scene folder, photo folder or video", path)
     try:
-        needs_poses = find_format(path).NAME == "images"  # a bare photo folder
+        needs_poses = how["format"] in (None, "images") and find_format(path).NAME == "images"  # a bare photo folder
     except SceneError:
         if not is_video(path):
             raise
@@ -55,7 +57,7 @@ def load_data(cfg) -> "Scene":
         from splatlab.scenes.capture.process import posed_dataset
 
         path = Path(posed_dataset(path))
-    return load_scene(path, downscale=cfg.downscale, test_every=cfg.test_every)
+    return load_scene(path, downscale=cfg.downscale, test_every=cfg.test_every, **how)
 
 
 def cameras_on(cams: "Cameras", device) -> "Cameras":

@@ -25,7 +25,7 @@ def _format_from_argv(argv: list[str]) -> str | None:
 def _usage() -> str:
     from .exporters import EXPORTERS, get
 
-    lines = ["usage: splatlab export RUN --format FORMAT --output PATH [--crop-min X Y Z --crop-max X Y Z] [options]",
+    lines = ["usage: splatlab export RUN --format FORMAT --output PATH [--overwrite] [--crop-min X Y Z --crop-max X Y Z] [options]",
              "", "RUN: a run folder, a checkpoint (.pt) or a 3DGS .ply. Output is in the dataset's original coordinates.",
              "", "formats:"]
     for name in EXPORTERS:
@@ -59,6 +59,9 @@ def run(argv: list[str]) -> int:
     if fmt not in supported:
         raise UserError(f"a {target.method} model cannot be exported as {fmt}; {target.method} "
                         f"supports: {', '.join(supported) or 'no export formats'}", opts.run)
+    from .outputs import check_destination
+
+    check_destination(opts.output, target, opts.overwrite)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         message = module.export(target, opts)

@@ -121,11 +121,11 @@ def _print_table(info: dict) -> None:
 
 
 def is_model(path: str) -> bool:
-    """A run folder, a checkpoint or a PLY: described as a model, not as a scene."""
+    """A run folder, a checkpoint, a PLY or an SPZ: described as a model, not as a scene."""
     from .runs import is_run_dir
 
     p = Path(path)
-    return is_run_dir(p) or (p.is_file() and p.suffix.lower() in (".pt", ".ply"))
+    return is_run_dir(p) or (p.is_file() and p.suffix.lower() in (".pt", ".ply", ".spz"))
 
 
 def describe_model(path: str) -> dict:

@@ -5,6 +5,7 @@ loop makes between steps (the subscriber itself never blocks)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,7 +53,7 @@ class LiveHookup:
         stopwatch.start()
 
 
-def start_viewer(cfg, scene: "Scene", renderer: "Renderer", step: int, bus):
+def start_viewer(cfg, scene: "Scene", renderer: "Renderer", step: int, bus, run_dir=None):
     """The live viewer on its own threads, its hookup subscribed to `bus` -> (server, hookup)."""
     from splatlab.viewer import LiveFeed, serve
 
@@ -65,7 +66,9 @@ def start_viewer(cfg, scene: "Scene", renderer: "Renderer", step: int, bus):
     pts = None if scene.points is None else (scene.points, scene.point_colors)
     server = serve(feed=feed, cameras=scene.cameras[scene.train_idx], points=pts,
                    port=cfg.viewer_port, background=scene.background,
-                   normalization=scene.normalization, block=False)
+                   normalization=scene.normalization, block=False,
+                   crop_path=None if run_dir is None else Path(run_dir) / "viewer_crop.json",
+                   allow_origins=tuple(cfg.allow_origin))
     bus.subscribe(hookup, StepDone, ModelUpdated)
     bus.emit(Note(f"live viewer: {getattr(server, 'url', f'http://localhost:{cfg.viewer_port}')}"))
     return server, hookup

@@ -8,7 +8,11 @@ is missing. The JSON path schema is in `camera_paths.py`.
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import signal
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
@@ -18,6 +22,10 @@ import tyro
 from .errors import UserError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
+# A frame is rendered whole in memory (several float buffers of H x W): bound it before
+# allocating. 8192 a side (the viewer's limit) and 8K UHD's pixel count.
+MAX_SIDE = 8192
+MAX_PIXELS = 7680 * 4320
 
 
 @dataclass
@@ -40,6 +48,8 @@ class RenderArgs:
     """Frames per second (default 30, or the JSON path's)."""
     sh_degree: Optional[int] = None
     """Render with at most this SH degree (default: the model's)."""
+    overwrite: bool = False
+    """Replace --output when it already exists (a video file, or a folder of frame_*.png)."""
 
 
 def _has_ffmpeg() -> bool:
@@ -92,7 +102,15 @@ def render_frames(target, cams, sh_degree: Optional[int] = None):
         yield (out.rgb[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
 
-def _check_output(out: Path, video: bool) -> None:
+def check_size(W: int, H: int) -> None:
+    if W > MAX_SIDE or H > MAX_SIDE or W * H > MAX_PIXELS:
+        raise UserError(f"frame size {W}x{H} is too large: at most {MAX_SIDE} pixels a side and "
+                        f"{MAX_PIXELS:,} pixels in all (7680x4320)")
+
+
+def _check_output(out: Path, video: bool, overwrite: bool) -> None:
+    from .outputs import refuse_overwrite
+
     if video and out.is_dir():
         raise UserError("output is a folder; give a video file name", out)
     if not video and out.exists() and not out.is_dir():
@@ -100,6 +118,8 @@ def _check_output(out: Path, video: bool) -> None:
     if not video and out.is_dir() and any(not (f.name.startswith("frame_") and f.suffix == ".png")
                                           for f in out.iterdir()):
         raise UserError("output folder holds other files; give a new or empty folder", out)
+    if video or (out.is_dir() and any(out.iterdir())):
+        refuse_overwrite(out, overwrite)
     probe = out.parent
     while not probe.exists():
         probe = probe.parent
@@ -107,10 +127,56 @@ def _check_output(out: Path, video: bool) -> None:
         raise UserError("cannot write here (folder missing or not writable)", out)
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C so every temporary file is removed."""
+
+
+@contextmanager
+def sigterm_unwinds():
+    """Within the block, SIGTERM raises `Terminated` (default: die at once, leaving temp files)."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _write_pngs(out: Path, frames, advance) -> None:
+    """PNG frames into a new folder beside `out`, renamed over it when all are written.
+    os.mkdir and PIL create the folder and files, so their modes follow the umask."""
+    from PIL import Image
+
+    tmp = out.parent / f".{out.name}.r.{secrets.token_hex(4)}"
+    os.mkdir(tmp)
+    try:
+        try:
+            for i, frame in enumerate(frames):
+                # Our own file object: its close (where a full disk often shows) is checked here.
+                with open(tmp / f"frame_{i:05d}.png", "wb") as f:
+                    Image.fromarray(frame).save(f, format="PNG")
+                advance()
+        except OSError as e:
+            raise UserError(f"cannot write the frames ({e.strerror or e})", out) from None
+        if out.exists():  # only frame_*.png inside (checked) and --overwrite given
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+
+
 def run(argv: list[str]) -> int:
     args = tyro.cli(RenderArgs, args=argv, prog="splatlab render", description=RenderArgs.__doc__)
     from rich.progress import Progress
 
+    from .outputs import refuse_dataset
     from .runs import load_target
 
     out = Path(args.output)
@@ -124,32 +190,34 @@ def run(argv: list[str]) -> int:
         raise UserError(f"--frames must be at least 1, got {args.frames}")
     if (args.width is not None and args.width < 1) or (args.height is not None and args.height < 1):
         raise UserError("--width and --height must be positive")
-    _check_output(out, video)
+    check_size(args.width or 1, args.height or 1)
+    _check_output(out, video, args.overwrite)
     target = load_target(args.run)
+    refuse_dataset(out, target)
     cams, fps = build_cameras(target, args)
     W, H = int(cams.width[0]), int(cams.height[0])
+    check_size(W, H)
     if video and (W % 2 or H % 2):
         raise UserError(f"H.264 video needs an even width and height, got {W}x{H} (use --width/--height)")
 
-    import imageio.v2 as imageio
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and renamed at the end: an interrupted or failed render
+    # leaves nothing behind and never replaces an existing file with a broken one.
+    try:
+        with sigterm_unwinds(), Progress(transient=True) as bar:
+            task = bar.add_task(f"rendering {len(cams)} frames {W}x{H}", total=len(cams))
+            frames = render_frames(target, cams, args.sh_degree)
+            if video:
+                from .video_writer import VideoWriter
 
-    from splatlab.scenes.files import atomic_path
-
-    # Write beside the target, rename at the end: an interrupted render leaves nothing
-    # behind and never a broken file under the real name. _check_output allowed
-    # replacing an existing frames folder (it holds only our frames).
-    with atomic_path(out, directory=not video) as tmp, Progress(transient=True) as bar:
-        task = bar.add_task(f"rendering {len(cams)} frames {W}x{H}", total=len(cams))
-        if video:
-            # macro_block_size=1: keep the exact size instead of ffmpeg-padding to 16.
-            with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8,
-                                    macro_block_size=1, ffmpeg_log_level="error") as writer:
-                for frame in render_frames(target, cams, args.sh_degree):
-                    writer.append_data(frame)
-                    bar.advance(task)
-        else:
-            for i, frame in enumerate(render_frames(target, cams, args.sh_degree)):
-                imageio.imwrite(tmp / f"frame_{i:05d}.png", frame)
-                bar.advance(task)
+                with VideoWriter(out, W, H, fps) as writer:
+                    for frame in frames:
+                        writer.write(frame)
+                        bar.advance(task)
+            else:
+                _write_pngs(out, frames, lambda: bar.advance(task))
+    except Terminated:
+        print("error: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
     print(f"wrote {len(cams)} frames ({W}x{H}{f', {fps:g} fps' if video else ''}) to {out}")
     return 0

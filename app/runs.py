@@ -17,7 +17,7 @@ Version 1 (no "method": a splat run) kept the strategy state beside the model, u
 "strategy_state"; `load_checkpoint` reads both.
 
 `load_target(path)` accepts a run folder, a checkpoint file or a model file a renderer
-opens (a 3DGS PLY). The method is read from the checkpoint, never guessed.
+opens (a 3DGS PLY or an SPZ). The method is read from the checkpoint, never guessed.
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def load_target(path: Path | str, device="cpu") -> Loaded:
             # A model file is in original coordinates: identity normalization.
             return Loaded(renderer=cls.from_file(path, device), method=name,
                           normalization=_normalization(None), kind=path.suffix.lower()[1:], path=path)
-    raise UserError("expected a run folder, a .pt checkpoint or a .ply file", path)
+    raise UserError("expected a run folder, a .pt checkpoint, a .ply or a .spz file", path)
 
 
 def _from_checkpoint(path: Path, ck: dict, device) -> Loaded:

@@ -406,7 +406,7 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
                            rays_per_batch=getattr(cfg, "rays_per_batch", None))  # a rays method's field
     book = Bookkeeping(cfg, run_dir, bus, device, scene, prior_seconds, runs.latest_checkpoint(run_dir))
     stop = StopFlag()
-    server, hookup = start_viewer(cfg, scene, renderer, start, bus) if cfg.viewer else (None, None)
+    server, hookup = start_viewer(cfg, scene, renderer, start, bus, run_dir) if cfg.viewer else (None, None)
     wants_model = bus.wants(ev.ModelUpdated)
     bus.emit(ev.TrainStarted(
         run_dir=str(run_dir), scene=scene.name, method=cfg.method, preset=cfg.preset,

@@ -12,11 +12,14 @@ from .errors import UserError
 def parse(argv: list[str]) -> argparse.Namespace:
     # Four flags: plain argparse keeps `splatlab view --help` instant (no tyro/torch import).
     p = argparse.ArgumentParser(prog="splatlab view", description=__doc__)
-    p.add_argument("target", type=Path, help="run folder, checkpoint (.pt) or 3DGS .ply (INRIA, gsplat, nerfstudio, splatlab)")
+    p.add_argument("target", type=Path, help="run folder, checkpoint (.pt), 3DGS .ply (INRIA, gsplat, nerfstudio, splatlab) or .spz")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; anything else exposes the scene to the network)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if taken)")
     p.add_argument("--client-splats", action="store_true",
                    help="send the Gaussians to the browser (colour only) instead of rendering here")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="also accept browsers on this page origin, e.g. http://localhost:9000 for an SSH "
+                        "tunnel (repeatable; by default only this viewer's own address is accepted)")
     return p.parse_args(argv)
 
 
@@ -28,8 +31,9 @@ def _initial_points(loaded):
     try:
         from splatlab.scenes import load_scene
 
-        root = sj.get("root")
-        scene = load_scene(None if sj.get("format") == "demo" else root)
+        root, cfg = sj.get("root"), loaded.config or {}
+        how = {k: cfg.get(k) for k in ("format", "images", "colmap_path")}  # as the run loaded it
+        scene = load_scene(None, **how) if sj.get("format") == "demo" else load_scene(root, **how)
         if scene.points is None:
             return None
         return scene.points, scene.point_colors
@@ -39,6 +43,11 @@ def _initial_points(loaded):
 
 def run(argv: list[str]) -> int:
     args = parse(argv)
+    from splatlab.viewer.security import normalize_origin
+
+    for origin in args.allow_origin:
+        if normalize_origin(origin) is None:
+            raise UserError(f"--allow-origin {origin!r} is not a page origin like http://localhost:9000")
     import logging
     import os
 
@@ -69,7 +78,7 @@ def run(argv: list[str]) -> int:
             loaded.renderer, cameras=loaded.cameras(), points=_initial_points(loaded),
             host=args.host, port=args.port, client_splats=args.client_splats,
             crop_path=crop_path, background=sj.get("background"),
-            normalization=loaded.normalization, block=False,
+            normalization=loaded.normalization, allow_origins=tuple(args.allow_origin), block=False,
         )
     except OSError as e:
         raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror or e})") from None

@@ -115,6 +115,12 @@ class TrainConfig:
     `splatlab process`), or `demo` (the default): the built-in procedural scene."""
     method: str = "splat"
     """Scene representation to train."""
+    format: Optional[Literal["colmap", "blender", "nerfstudio", "llff", "images"]] = None
+    """Read DATA as this scene format instead of detecting it."""
+    images: Optional[str] = None
+    """Images folder, when not where the format expects it (relative: to DATA first)."""
+    colmap_path: Optional[str] = None
+    """COLMAP model folder (cameras/images/points3D), when not in a usual place (relative: to DATA first)."""
     preset: Annotated[Optional[str], tyro.conf.Suppress] = None
     """The preset this config started from (set by the CLI, saved with the run)."""
     output: Optional[str] = None
@@ -125,6 +131,8 @@ class TrainConfig:
     """Open the live browser viewer while training."""
     viewer_port: int = 8080
     """Port of the live viewer."""
+    allow_origin: tuple[str, ...] = ()
+    """Extra web origins the live viewer accepts (e.g. http://localhost:9000 behind an SSH tunnel)."""
     device: str = "auto"
     """Torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ..."""
     seed: int = 42

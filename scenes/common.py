@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field

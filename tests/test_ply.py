@@ -185,3 +185,94 @@ def test_bad_files_give_one_line_errors(tmp_path):
         read_ply(tmp_path / "odd.ply")
     for e in [PlyError(tmp_path / "x.ply", "p")]:
         assert "\n" not in str(e)
+
+
+def _inria_ply(tmp_path, name="ok.ply", degree=1, n=30):
+    m = SplatModel.random(n, torch.zeros(3), torch.ones(3), sh_degree=degree,
+                          generator=torch.Generator().manual_seed(3))
+    write_ply(m, tmp_path / name)
+    return m, (tmp_path / name).read_bytes()
+
+
+def test_header_comments_with_end_header_or_non_ascii_load(tmp_path):
+    """Comments are free text: `end_header` inside one does not end the header, and
+    non-ASCII (UTF-8 or Latin-1 credits, paths) is ignored rather than refused."""
+    m, raw = _inria_ply(tmp_path)
+    fmt = b"format binary_little_endian 1.0\n"
+    comments = [b"comment written by a tool that prints end_header in its banner\n",
+                "comment scanned by Zoë in Zürich, 東京\n".encode("utf-8"),
+                b"comment latin-1 \xe9t\xe9\n", "obj_info caméra\n".encode("utf-8")]
+    for i, c in enumerate(comments):
+        p = tmp_path / f"c{i}.ply"
+        p.write_bytes(raw.replace(fmt, fmt + c, 1))
+        back = read_ply(p)
+        for k, v in m.splats.items():
+            torch.testing.assert_close(back.splats[k], v.detach(), rtol=0, atol=0)
+    # CRLF headers (written on Windows) read the same
+    head, body = raw.split(b"end_header\n", 1)
+    (tmp_path / "crlf.ply").write_bytes(head.replace(b"\n", b"\r\n") + b"end_header\r\n" + body)
+    torch.testing.assert_close(read_ply(tmp_path / "crlf.ply").means, m.means.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("edit, msg", [
+    ((b"property float y\n", b"property float y\nproperty float y\n"), "same name"),
+    ((b"property float y\n", b"property float y\nproperty\n"), "bad 'property' line"),
+    ((b"property float y\n", b"property float16 y\n"), "corrupt PLY header"),
+    ((b"element vertex 30\n", b"element vertex\n"), "corrupt PLY header"),
+    ((b"format binary_little_endian 1.0\n", b"format binary_middle_endian 1.0\n"), "corrupt PLY header"),
+    ((b"property float y\n", "property float \xff\n".encode("latin-1")), "non-ASCII"),
+    ((b"end_header\n", b"end_headers\n"), "no end_header"),
+    ((b"property float rot_3\n", b"property list uchar float rot_3\n"), "list property"),
+])
+def test_corrupt_headers_one_clean_line_via_cli(tmp_path, capsys, edit, msg):
+    from splatlab.app.cli import main
+
+    _, raw = _inria_ply(tmp_path)
+    bad = tmp_path / "bad.ply"
+    bad.write_bytes(raw.replace(*edit, 1))
+    with pytest.raises(PlyError, match=msg):
+        read_ply(bad)
+    assert main(["export", str(bad), "--format", "ply", "--output", str(tmp_path / "out.ply")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}: ") and msg in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out.ply").exists()
+
+
+def test_huge_claimed_vertex_count_is_refused_without_allocating(tmp_path):
+    """A header claiming 10^12 vertices (10 TB of rows) over a few bytes of data: refused
+    from the file size before plyfile reads a row; the peak allocation stays small."""
+    import tracemalloc
+
+    _, raw = _inria_ply(tmp_path)
+    huge = tmp_path / "huge.ply"
+    huge.write_bytes(raw.replace(b"element vertex 30\n", b"element vertex 1000000000000\n"))
+    tracemalloc.start()
+    try:
+        with pytest.raises(PlyError, match="truncated"):
+            read_ply(huge)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak
+    # the same for an ASCII body and for an element before the vertices
+    (tmp_path / "a.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex 1000000000000\n"
+                                     b"property float x\nend_header\n1\n")
+    with pytest.raises(PlyError, match="truncated"):
+        read_ply(tmp_path / "a.ply")
+    (tmp_path / "b.ply").write_bytes(raw.replace(b"element vertex 30\n",
+                                                 b"element extra 1000000000000\nproperty double q\n"
+                                                 b"element vertex 30\n"))
+    with pytest.raises(PlyError, match="truncated"):
+        read_ply(tmp_path / "b.ply")
+
+
+def test_ascii_and_big_endian_plys_read(tmp_path):
+    """Foreign writers: plyfile reads ASCII and big-endian bodies the same as ours."""
+    from plyfile import PlyData
+
+    m, raw = _inria_ply(tmp_path, degree=0, n=5)
+    ply = PlyData.read(str(tmp_path / "ok.ply"))
+    for name, kw in [("ascii.ply", {"text": True}), ("be.ply", {"byte_order": ">"})]:
+        PlyData(ply.elements, **kw).write(str(tmp_path / name))
+        back = read_ply(tmp_path / name)
+        torch.testing.assert_close(back.splats["quats"], m.splats["quats"].detach(), rtol=1e-6, atol=1e-6)

@@ -131,11 +131,14 @@ def test_crop_box_and_browser_splats():
 
     d = box.to_json(Normalization(scale=2.0, translation=np.array([1.0, 0, 0])))
     assert d["original"]["min"] == [-0.75, -0.25, -0.25] and Box.from_json(d) == box
-    a = browser_splats(SplatRenderer(m))
-    assert a["centers"].shape == (200, 3) and a["covariances"].shape == (200, 3, 3)
-    assert a["opacities"].shape == (200, 1) and 0 <= a["rgbs"].min() and a["rgbs"].max() <= 1
-    # Covariance = R S^2 R^T: its eigenvalues are the squared scales.
-    ev = np.sort(np.linalg.eigvalsh(a["covariances"][0].astype(np.float64)))
+    a = browser_splats(SplatRenderer(m))  # the renderer's plain arrays
+    assert a["centers"].shape == (200, 3) and a["quats"].shape == (200, 4) and a["scales"].shape == (200, 3)
+    assert a["opacities"].shape == (200,) and 0 <= a["rgbs"].min() and a["rgbs"].max() <= 1
+    from splatlab.viewer.browser import browser_splats as to_webgl
+
+    b = to_webgl(a)
+    # Covariance = R S^2 R^T (in the page's scaled frame): its eigenvalues are the squared scales.
+    ev = np.sort(np.linalg.eigvalsh(b.covariances[0].astype(np.float64))) * b.scale**2
     np.testing.assert_allclose(ev, np.sort(m.scales[0].detach().double().numpy() ** 2), rtol=1e-3)
 
 

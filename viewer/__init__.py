@@ -32,6 +32,7 @@ def serve(
     crop_path: Optional[Path] = None,
     background: Optional[tuple[float, float, float]] = None,
     normalization: Optional["Normalization"] = None,
+    allow_origins: tuple[str, ...] = (),
     block: bool = True,
 ) -> "ViewerServer":
     """Start the viewer on http://host:port (the next free port if taken).
@@ -41,7 +42,9 @@ def serve(
     the initial `points` (P 3, colours P 3 uint8 or None). `crop_path` is where the crop
     box is saved (JSON; in the normalized frame, and in original coordinates when
     `normalization` is given). `background` (RGB in [0, 1]) is the initial render
-    background. A non-loopback `host` prints a warning to stderr. With `block=False` it returns the running `ViewerServer`
+    background. Only pages served by this viewer (on its own host and port) may connect;
+    `allow_origins` adds others (e.g. "http://localhost:9000" for an SSH tunnel). At most
+    `security.MAX_CLIENTS` browsers at once. A non-loopback `host` prints a warning to stderr. With `block=False` it returns the running `ViewerServer`
     (`.url`, `.port`, `.stop()`); with `block=True` it serves until Ctrl-C.
     """
     from .server import ViewerServer, warn_if_exposed
@@ -49,7 +52,7 @@ def serve(
     server = ViewerServer(
         renderer=renderer, feed=feed, cameras=cameras, points=points, host=host, port=port,
         client_splats=client_splats, crop_path=crop_path, background=background,
-        normalization=normalization,
+        normalization=normalization, allow_origins=tuple(allow_origins),
     )
     warn_if_exposed(host, server.port)
     if block:

@@ -13,6 +13,7 @@ once and skipped; the server keeps running.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ipaddress
 import json
 import logging
@@ -29,6 +30,8 @@ import torch
 from splatlab.scenes.files import atomic_write_bytes
 from splatlab.scenes.geometry import Box, focal_to_fov, rotmat_to_quat, up_direction
 
+from . import security
+from .browser import add_splats, initial_view, set_initial_camera
 from .live import LiveFeed
 from .render import OUTPUTS, AdaptiveResolution, RenderSettings, ViewCamera, frame_size, render_frame
 from .splats import browser_splats, can_crop, centers, crop_renderer, stats_line
@@ -38,6 +41,10 @@ log = logging.getLogger("splatlab.viewer")
 MOVING_JPEG_QUALITY = 55
 STILL_JPEG_QUALITY = 92
 LIVE_RERENDER_S = 1.0  # at most this often per client when only the live model changed (training pays for each)
+MAX_FPS = 30.0  # frames per client per second, whatever the camera message rate
+# Renders in flight across clients: bounds the renderer's scratch memory, not just the
+# client count. On CPU one render already uses every core, so a second only adds memory.
+CONCURRENT_RENDERS = {"cpu": 1, "cuda": 2}
 
 
 def is_loopback(host: str) -> bool:
@@ -85,6 +92,16 @@ class _ClientSession:
     def _on_camera(self, _camera) -> None:
         self.last_move = time.monotonic()
         self.wake.set()
+
+    def _frame_due(self) -> bool:
+        """At most MAX_FPS frames: too early -> sleep out the rest and come back (the
+        camera read then is the newest)."""
+        wait = self._last_sent + 1.0 / MAX_FPS - time.monotonic()
+        if wait <= 0:
+            return True
+        self.stopped.wait(wait)
+        self.wake.set()
+        return False
 
     def stop(self) -> None:
         self.stopped.set()
@@ -142,9 +159,12 @@ class _ClientSession:
                 return  # this exact low-res frame is already on screen; wait for "still"
             scale, quality = self.policy.moving_scale(full_w * full_h), MOVING_JPEG_QUALITY
         w, h = frame_size(cam.aspect, max_res, scale)
-        t0 = time.perf_counter()
-        img = render_frame(model, cam, w, h, settings)
-        dt = time.perf_counter() - t0
+        if not self._frame_due():
+            return
+        with viewer.render_slots, viewer.rendering():
+            t0 = time.perf_counter()
+            img = render_frame(model, cam, w, h, settings)
+            dt = time.perf_counter() - t0
         self.policy.observe(dt, w * h)
         if self.stopped.is_set():
             return
@@ -178,6 +198,8 @@ class ViewerServer:
         background: Optional[tuple[float, float, float]] = None,
         normalization=None,
         verbose: bool = False,
+        allow_origins: tuple[str, ...] = (),
+        max_clients: int = security.MAX_CLIENTS,
     ):
         if renderer is None and feed is None:
             raise ValueError("serve() needs a renderer or a live feed")
@@ -196,8 +218,11 @@ class ViewerServer:
         self._last_render_s = 0.0
         self._last_size = (0, 0)
         self._stopped = threading.Event()
+        self._inputs: dict[str, Any] = {}  # viser GUI id -> our input handle, for message checks
 
         on_gpu = self._source_device().type == "cuda"
+        self.render_slots = threading.BoundedSemaphore(CONCURRENT_RENDERS["cuda" if on_gpu else "cpu"])
+        self._in_flight = 0
         self.settings = RenderSettings(
             max_res=1024 if on_gpu else 512,
             sh_degree=self._max_sh_degree() or 0,
@@ -207,7 +232,9 @@ class ViewerServer:
         self.crop = self._load_crop()
 
         # viser moves on to the next port itself when one is taken; we report the bound one.
-        self.server = viser.ViserServer(host=host, port=port, verbose=verbose)
+        self.guard = security.HandshakeGuard(
+            security.HandshakePolicy(host, allow_origins, max_clients), self._gui_value_check)
+        self.server = security.start_guarded_viser(host, port, self.guard, verbose=verbose)
         self.host = host
         self.port = int(self.server.get_port())
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
@@ -266,6 +293,7 @@ class ViewerServer:
         scene = self.server.scene
         self.frustums = []
         self.point_cloud = None
+        self._start_c2w: Optional[np.ndarray] = None
         extent = 1.0
         if self.cameras is not None and len(self.cameras) > 0:
             c2w = self.cameras.camtoworlds.double().cpu().numpy()
@@ -284,8 +312,10 @@ class ViewerServer:
                 )
                 handle.on_click(self._make_jump(i, fov))
                 self.frustums.append(handle)
-            self._set_initial_camera(c2w[0], fov=focal_to_fov(float(self.cameras.fy[0]), float(self.cameras.height[0])),
-                                     target=self._scene_center())
+            self._start_c2w = c2w[0]
+            set_initial_camera(self.server.initial_camera, initial_view(
+                c2w[0], focal_to_fov(float(self.cameras.fy[0]), float(self.cameras.height[0])),
+                self._scene_center()))
         if points is not None and points[0] is not None and len(points[0]) > 0:
             pts = np.asarray(points[0], dtype=np.float32)
             cols = points[1] if points[1] is not None else np.full((len(pts), 3), 200, np.uint8)
@@ -303,15 +333,6 @@ class ViewerServer:
         if c is None or len(c) == 0:
             return np.zeros(3)
         return c.float().median(0).values.cpu().numpy().astype(np.float64)
-
-    def _set_initial_camera(self, c2w: np.ndarray, fov: float, target: np.ndarray) -> None:
-        fwd = c2w[:3, 2]
-        dist = float(np.dot(target - c2w[:3, 3], fwd))
-        ic = self.server.initial_camera
-        ic.position = tuple(float(v) for v in c2w[:3, 3])
-        ic.look_at = tuple(float(v) for v in c2w[:3, 3] + fwd * max(dist, 1e-3))
-        ic.up = tuple(float(v) for v in -c2w[:3, 1])
-        ic.fov = float(fov)
 
     def _make_jump(self, i: int, fov: float):
         def jump(event) -> None:
@@ -336,69 +357,129 @@ class ViewerServer:
         gui = self.server.gui
         self.stats_md = gui.add_markdown("starting...")
         if self.feed is not None:
-            pause = gui.add_button("Pause training")
-            resume = gui.add_button("Resume training")
-            pause.on_click(lambda _: self.feed.pause())
-            resume.on_click(lambda _: self.feed.resume())
+            # One button at a time: the one that applies.
+            self._pause_btn = gui.add_button("Pause training", visible=not self.feed.is_paused())
+            self._resume_btn = gui.add_button("Resume training", visible=self.feed.is_paused())
+            self._pause_btn.on_click(lambda _: self._set_paused(True))
+            self._resume_btn.on_click(lambda _: self._set_paused(False))
         if not self.client_splats:
             with gui.add_folder("Render"):
                 out = gui.add_dropdown("Output", OUTPUTS, initial_value=self.settings.output)
-                res = gui.add_slider("Max resolution", min=128, max=4096, step=64, initial_value=self.settings.max_res)
+                res = gui.add_slider("Max resolution", min=security.RES_MIN, max=security.RES_MAX, step=64,
+                                     initial_value=self.settings.max_res)
                 sh = gui.add_slider("SH degree", min=0, max=max(self.settings.sh_degree, 1), step=1,
                                     initial_value=self.settings.sh_degree,
                                     visible=self._max_sh_degree() is not None)
                 bg = gui.add_rgb("Background", tuple(int(round(255 * c)) for c in self.settings.background))
-                near = gui.add_number("Near", initial_value=self.settings.near, min=1e-4, step=0.01)
-                far = gui.add_number("Far", initial_value=self.settings.far, min=1e-3, step=1.0)
+                near = gui.add_number("Near", initial_value=self.settings.near, min=security.NEAR_MIN,
+                                      max=security.FAR_MAX / 10, step=0.01)
+                far = gui.add_number("Far", initial_value=self.settings.far, min=1e-3, max=security.FAR_MAX,
+                                     step=1.0)
+            sh_max = self.settings.sh_degree
+            defaults = RenderSettings(max_res=self.settings.max_res, sh_degree=sh_max,
+                                      background=self.settings.background)
 
             def update(_=None) -> None:
                 import dataclasses
 
-                near_v = float(near.value)
-                far_v = max(float(far.value), near_v + 1e-3)
-                self.settings = dataclasses.replace(
-                    self.settings, output=out.value, max_res=int(res.value), sh_degree=int(sh.value),
-                    background=tuple(float(c) / 255.0 for c in bg.value), near=near_v, far=far_v,
-                )
+                v = security.clamp_render_settings(out.value, res.value, sh.value, bg.value, near.value, far.value,
+                                                   outputs=OUTPUTS, sh_max=sh_max, defaults=defaults)
+                # Put clamped values back so every client shows what is rendered (the
+                # setter re-enters here once, with nothing left to change).
+                bg_255 = tuple(int(round(255 * c)) for c in v["background"])
+                for h, val in ((res, v["max_res"]), (sh, v["sh_degree"]), (near, v["near"]), (far, v["far"]),
+                               (out, v["output"]), (bg, bg_255)):
+                    if h.value != val:
+                        h.value = val
+                self.settings = dataclasses.replace(self.settings, **v)
                 self._wake_all()
 
             for h in (out, res, sh, bg, near, far):
                 h.on_update(update)
+                self._inputs[security.gui_uuid(h)] = h
         with gui.add_folder("Scene"):
             if self.frustums:
                 show_cams = gui.add_checkbox("Training cameras", initial_value=False,
                                              hint="Click a frustum to look through it.")
+                self._inputs[security.gui_uuid(show_cams)] = show_cams
 
                 @show_cams.on_update
                 def _(_) -> None:
                     for f in self.frustums:
-                        f.visible = show_cams.value
+                        f.visible = bool(show_cams.value)
 
             if self.point_cloud is not None:
                 show_pts = gui.add_checkbox("Initial points", initial_value=False)
+                self._inputs[security.gui_uuid(show_pts)] = show_pts
 
                 @show_pts.on_update
                 def _(_) -> None:
-                    self.point_cloud.visible = show_pts.value
+                    self.point_cloud.visible = bool(show_pts.value)
 
         with gui.add_folder("Crop box", visible=can_crop(self._source())):
             enabled = gui.add_checkbox("Crop", initial_value=self.crop.enabled)
             lo = gui.add_vector3("Min", initial_value=self.crop.lo, step=0.01)
             hi = gui.add_vector3("Max", initial_value=self.crop.hi, step=0.01)
-            hint = f"Saved to {self.crop_path}" if self.crop_path else "Not saved (no run folder)."
-            gui.add_markdown(f"<small>{hint}</small>")
+            save = gui.add_button("Save crop box", disabled=self.crop_path is None,
+                                  hint=None if self.crop_path is None else f"Writes {self.crop_path}; "
+                                  "exports use it.")
+            self._crop_md = gui.add_markdown(self._crop_status())
 
             def crop_update(_=None) -> None:
-                a, b = np.asarray(lo.value, float), np.asarray(hi.value, float)
-                self.set_crop(Box(np.minimum(a, b), np.maximum(a, b), bool(enabled.value)))
+                a, b = security.clamp_crop(lo.value, hi.value, self.crop.lo, self.crop.hi)
+                if tuple(lo.value) != a:
+                    lo.value = a
+                if tuple(hi.value) != b:
+                    hi.value = b
+                self.set_crop(Box(a, b, bool(enabled.value)))
 
             for h in (enabled, lo, hi):
                 h.on_update(crop_update)
+            for h in (enabled, lo, hi, save):
+                self._inputs[security.gui_uuid(h)] = h
+            save.on_click(lambda _: self.save_crop())
+        if self.feed is not None:
+            for h in (self._pause_btn, self._resume_btn):
+                self._inputs[security.gui_uuid(h)] = h
+
+    def _gui_value_check(self, uuid: str, value) -> Optional[str]:
+        """Reason to drop a client's GUI update (`security.MessageGuard` asks), or None.
+        Ranges are clamped later, in the update callbacks; this only keeps viser's own
+        type cast from failing."""
+        h = self._inputs.get(uuid)
+        if h is None:
+            return "GUI update for an unknown input"
+        cur = h.value
+        if isinstance(cur, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(cur, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(cur, str):
+            ok = isinstance(value, str) and value in getattr(h, "options", (value,))
+        elif isinstance(cur, tuple):
+            ok = (isinstance(value, (list, tuple)) and len(value) == len(cur)
+                  and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value))
+        else:
+            ok = False
+        return None if ok else "GUI update with a value of the wrong kind"
+
+    def _set_paused(self, paused: bool) -> None:
+        (self.feed.pause if paused else self.feed.resume)()
+        self._sync_pause_buttons()
+
+    def _sync_pause_buttons(self) -> None:
+        paused = self.feed.is_paused()
+        if self._pause_btn.visible == paused:
+            self._pause_btn.visible = not paused
+        if self._resume_btn.visible != paused:
+            self._resume_btn.visible = paused
 
     def set_crop(self, crop: Box) -> None:
+        """Show `crop` (not saved: see `save_crop`)."""
         self.crop = crop
+        self._crop_dirty = True
         self._update_crop_box()
-        self._save_crop()
+        self._update_crop_status()
         if self.client_splats:
             self._send_splats()
         self._wake_all()
@@ -410,10 +491,15 @@ class ViewerServer:
         self.crop_box.visible = self.crop.enabled
 
     def _load_crop(self) -> Box:
+        self._crop_dirty = False
+        self._crop_saved: Optional[str] = None
         if self.crop_path is not None and self.crop_path.exists():
             try:
-                return Box.from_json(json.loads(self.crop_path.read_text()))
-            except (ValueError, KeyError, TypeError) as e:
+                crop = Box.from_json(json.loads(self.crop_path.read_text()))
+                lo, hi = security.clamp_crop(crop.lo, crop.hi, (-1.0,) * 3, (1.0,) * 3)
+                self._crop_saved = f"Loaded from {self.crop_path}"
+                return Box(lo, hi, crop.enabled)
+            except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
                 self._once("crop", f"{self.crop_path}: ignoring unreadable crop box ({e})")
         model, _ = self.current_model()
         c = None if model is None else centers(model)
@@ -424,14 +510,42 @@ class ViewerServer:
             return Box(lo, hi, enabled=False)
         return Box(enabled=False)
 
-    def _save_crop(self) -> None:
+    def _crop_status(self) -> str:
         if self.crop_path is None:
-            return
+            text = "Cannot save: no run folder."
+        elif self._crop_dirty:
+            text = "Changed; not saved yet."
+        elif self._crop_saved is not None:
+            text = self._crop_saved
+        else:
+            text = "Not saved."
+        return f"<small>{text}</small>"
+
+    def _update_crop_status(self) -> None:
+        md = getattr(self, "_crop_md", None)
+        if md is not None:
+            text = self._crop_status()
+            if md.content != text:
+                md.content = text
+
+    def save_crop(self) -> bool:
+        """Write the crop box to `crop_path` (atomically); True when the file now holds it."""
+        if self.crop_path is None:
+            return False
         try:
             text = json.dumps(self.crop.to_json(self.normalization), indent=2) + "\n"
             atomic_write_bytes(self.crop_path, text.encode())
         except OSError as e:
-            self._once("cropsave", f"{self.crop_path}: could not save the crop box ({e.strerror})")
+            self._crop_saved = f"Not saved: {e.strerror or e}"
+            self._crop_dirty = False
+            log.warning("%s: could not save the crop box (%s)", self.crop_path, e.strerror or e)
+            self._update_crop_status()
+            return False
+        self._crop_dirty = False
+        self._crop_saved = f"Saved to {self.crop_path}"
+        log.info("saved the crop box to %s", self.crop_path)
+        self._update_crop_status()
+        return True
 
     # ---- clients -------------------------------------------------------------------
     def _on_connect(self, client) -> None:
@@ -457,6 +571,17 @@ class ViewerServer:
     def num_clients(self) -> int:
         return len(self.server.get_clients())
 
+    @contextlib.contextmanager
+    def rendering(self):
+        """Counts renders in flight, for the Render readout."""
+        with self._lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
     def _record_frame(self, seconds: float, size: tuple[int, int]) -> None:
         with self._lock:
             self._frame_times.append(time.monotonic())
@@ -469,8 +594,11 @@ class ViewerServer:
             return
         self._splat_version = version
         arrays = browser_splats(model)
-        if arrays is not None:
-            self.server.scene.add_gaussian_splats("/splats", **arrays)
+        if arrays is None:
+            return
+        sent = add_splats(self.server.scene, "/splats", arrays, view_c2w=self._start_c2w)
+        if sent.dropped:
+            self._once("splatnan", f"viewer: {sent.dropped:,} Gaussians with non-finite values not sent to the browser")
 
     def _stats_loop(self) -> None:
         last_md = None
@@ -480,6 +608,8 @@ class ViewerServer:
                     v = self.feed.version
                     if v != self._splat_version and v > 0:
                         self._send_splats()
+                if self.feed is not None:
+                    self._sync_pause_buttons()
                 md = self._stats_markdown()
                 if md != last_md:
                     self.stats_md.content = md
@@ -490,22 +620,18 @@ class ViewerServer:
     def _stats_markdown(self) -> str:
         now = time.monotonic()
         with self._lock:
-            fps = sum(1 for t in self._frame_times if now - t <= 2.0) / 2.0
-            render_ms, size = 1000 * self._last_render_s, self._last_size
+            times = list(self._frame_times)
+            render_s, size, busy = self._last_render_s, self._last_size, self._in_flight > 0
         model, _ = self.current_model()
         lines = ["starting..." if model is None else stats_line(model)]
         if not self.client_splats:
-            lines.append(f"**Render** {fps:.1f} frames/s, last {render_ms:.0f} ms at {size[0]}x{size[1]}")
+            lines.append(render_readout(times, now, render_s, size, busy))
         if self.feed is not None:
             latest = self.feed.latest()
-            stats = latest[1] if latest else {}
-            parts = []
-            for k, fmt in (("step", "{:,}"), ("loss", "{:.4f}"), ("steps_per_s", "{:.1f}")):
-                if k in stats:
-                    parts.append(f"**{k.replace('_', ' ')}** " + fmt.format(stats[k]))
-            parts += [f"**{k}** {v}" for k, v in stats.items() if k not in ("step", "loss", "steps_per_s")]
-            parts.append("**paused**" if self.feed.is_paused() else "training")
-            lines.append(" · ".join(parts))
+            stats = dict(latest[1]) if latest else {}
+            stats.pop("num_gaussians", None)  # the first line shows the model's own count
+            state = "**paused**" if self.feed.is_paused() else "training"
+            lines.append(" · ".join(training_stats(stats) + [state]))
         return "  \n".join(lines)
 
     # ---- lifecycle -----------------------------------------------------------------
@@ -529,10 +655,57 @@ class ViewerServer:
         self.server.stop()
 
 
+def render_readout(times: list[float], now: float, render_s: float, size: tuple[int, int],
+                   busy: bool = False) -> str:
+    """The "Render" line from frame send times (monotonic s), the last render's seconds
+    and size, and whether a render is in flight: the rate over the frames of the last
+    5 s; "rendering" or "idle" when none came for 2 s (a still camera renders nothing,
+    and a slow CPU frame takes longer than that, so a rate would read 0 for both)."""
+    if not times:
+        return "**Render** rendering the first frame" if busy else "**Render** waiting for a camera"
+    last = f"last {1000 * render_s:.0f} ms at {size[0]}x{size[1]}"
+    recent = [t for t in times if now - t <= 5.0]
+    if now - times[-1] > 2.0:
+        return f"**Render** {'rendering' if busy else 'idle'} · {last}"
+    if len(recent) >= 2 and recent[-1] > recent[0]:
+        fps = (len(recent) - 1) / (recent[-1] - recent[0])
+    else:
+        fps = 1.0 / max(render_s, 1e-3)
+    return f"**Render** {fps:.1f} frames/s · {last}"
+
+
+# Training stats the viewer knows how to show: (key, label, format).
+_KNOWN_STATS = (
+    ("step", "Step", "{:,.0f}"), ("loss", "Loss", "{:.4f}"), ("psnr", "PSNR", "{:.2f} dB"),
+    ("steps_per_s", None, "{:,.1f} steps/s"),
+)
+
+
+def training_stats(stats: dict) -> list[str]:
+    """A LiveFeed's stats -> short readable parts ("**PSNR** 24.40 dB", "120.3 steps/s");
+    unknown keys as "name value" with at most 4 significant digits."""
+    parts = []
+    for key, label, fmt in _KNOWN_STATS:
+        v = stats.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            parts.append((f"**{label}** " if label else "") + fmt.format(v))
+    for key, v in stats.items():
+        if any(key == k for k, _, _ in _KNOWN_STATS):
+            continue
+        name = key.replace("_", " ")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            parts.append(f"**{name}** {v}")
+        elif isinstance(v, int):
+            parts.append(f"**{name}** {v:,}")
+        else:
+            parts.append(f"**{name}** {v:.4g}")
+    return parts
+
+
 def warn_if_exposed(host: str, port: int, stream=sys.stderr) -> None:
     if not is_loopback(host):
         print(f"warning: the viewer listens on {host}:{port}, beyond this machine; anyone who can "
               "reach it can see the scene (use --host 127.0.0.1 to keep it local)", file=stream)
 
 
-__all__ = ["ViewerServer", "is_loopback", "warn_if_exposed"]
+__all__ = ["ViewerServer", "is_loopback", "warn_if_exposed", "render_readout", "training_stats"]

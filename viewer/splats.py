@@ -42,8 +42,11 @@ def num_primitives(renderer) -> Optional[int]:
 
 
 def stats_line(renderer) -> str:
+    """The renderer's `stats()` for people: counts read "**3,402** Gaussians", the rest
+    "**hash grid** 16 x 2^19"."""
     stats: dict[str, Any] = renderer.stats()
-    return " · ".join(f"**{k}** {v:,}" if isinstance(v, int) else f"**{k}** {v}" for k, v in stats.items())
+    return " · ".join(f"**{v:,}** {k}" if isinstance(v, int) and not isinstance(v, bool) else f"**{k}** {v}"
+                      for k, v in stats.items())
 
 
 __all__ = ["browser_splats", "can_crop", "centers", "crop_renderer", "num_primitives",

@@ -15,6 +15,7 @@ EXPORTERS: dict[str, str] = {
     "ply": "splatlab.app.exporters.ply",
     "splat": "splatlab.app.exporters.splat",
     "ply-compressed": "splatlab.app.exporters.ply_compressed",
+    "spz": "splatlab.app.exporters.spz",
     "points": "splatlab.app.exporters.points",
     "mesh": "splatlab.app.exporters.mesh",
     "cameras": "splatlab.app.exporters.cameras",

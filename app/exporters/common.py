@@ -20,13 +20,15 @@ class ExportArgs:
     format: str
     """Export format (`splatlab export --help` lists them)."""
     output: Path
-    """File to write (replaced atomically: never a half-written file)."""
+    """File to write (written to a temporary file and renamed: never a half-written file)."""
     crop_min: Optional[tuple[float, float, float]] = None
     """Crop box minimum corner x y z, in the dataset's original coordinates."""
     crop_max: Optional[tuple[float, float, float]] = None
     """Crop box maximum corner x y z, in the dataset's original coordinates."""
     use_viewer_crop: bool = True
     """Without --crop-*: honour the crop box saved by `splatlab view` (<run>/viewer_crop.json)."""
+    overwrite: bool = False
+    """Replace --output when it already exists."""
 
 
 def crop_box(opts: ExportArgs, target=None):

@@ -36,7 +36,9 @@ def export(target, opts: Options) -> str:
     n = num_primitives(crop_renderer(target.renderer, crop))
     if n == 0:
         raise UserError("the crop box contains no Gaussians", opts.output)
-    bg = (target.scene_json or {}).get("background")
-    build_html(target.renderer, opts.output, cameras=target.cameras(), background=bg, crop=crop)
+    sj = target.scene_json or {}
+    name = sj.get("name")
+    build_html(target.renderer, opts.output, cameras=target.cameras(), background=sj.get("background"), crop=crop,
+               title=f"{name} - splatlab" if isinstance(name, str) and name else None)
     size = opts.output.stat().st_size / 1e6
     return f"wrote {opts.output} ({n:,} Gaussians, {size:.1f} MB, self-contained HTML)"

@@ -29,19 +29,16 @@ class Options(ExportArgs):
 
 
 def point_cloud_bytes(xyz: np.ndarray, rgb: np.ndarray) -> bytes:
-    """Binary little-endian PLY: float x y z, uchar red green blue."""
-    n = len(xyz)
-    head = ("ply\nformat binary_little_endian 1.0\n"
-            f"element vertex {n}\n"
-            "property float x\nproperty float y\nproperty float z\n"
-            "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n").encode()
-    rows = np.empty(n, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
-                              ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    """Binary little-endian PLY (through plyfile): float x y z, uchar red green blue."""
+    from splatlab.renderers.splat.io import ply_table_bytes
+
+    rows = np.empty(len(xyz), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+                                     ("red", "u1"), ("green", "u1"), ("blue", "u1")])
     for i, k in enumerate("xyz"):
         rows[k] = xyz[:, i]
     for i, k in enumerate(("red", "green", "blue")):
         rows[k] = rgb[:, i]
-    return head + rows.tobytes()
+    return ply_table_bytes(rows)
 
 
 def depth_points(model, cameras, *, min_alpha: float = 0.5, stride: int = 2):

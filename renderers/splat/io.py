@@ -9,6 +9,7 @@ f_rest channel-major: all K-1 red coefficients, then green, then blue.
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from pathlib import Path
@@ -43,13 +44,6 @@ def ply_property_names(sh_degree: int) -> list[str]:
         + [f"f_rest_{i}" for i in range(F_REST_COUNT[sh_degree])]
         + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
     )
-
-
-def ply_header(sh_degree: int, n: int) -> bytes:
-    lines = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
-    lines += [f"property float {p}" for p in ply_property_names(sh_degree)]
-    lines += ["end_header"]
-    return ("\n".join(lines) + "\n").encode("ascii")
 
 
 # ---- the frame change --------------------------------------------------------------
@@ -136,6 +130,16 @@ def select_splats(splats: dict[str, Tensor], crop: Optional[Crop], where: Path |
 # ---- writing -----------------------------------------------------------------------
 
 
+def ply_table_bytes(table: np.ndarray) -> bytes:
+    """A binary little-endian PLY with one `vertex` element: the structured array `table`,
+    one property per field, in field order (plyfile writes the header and the rows)."""
+    from plyfile import PlyData, PlyElement
+
+    buf = io.BytesIO()
+    PlyData([PlyElement.describe(table, "vertex")], byte_order="<").write(buf)
+    return buf.getvalue()
+
+
 def ply_bytes(model: SplatModel, normalization: Optional[Normalization] = None,
               crop: Optional[Crop] = None, where: Path | str | None = None) -> bytes:
     """The INRIA PLY of `model`, mapped to original coordinates and cropped there."""
@@ -153,7 +157,8 @@ def ply_bytes(model: SplatModel, normalization: Optional[Normalization] = None,
         splats["opacities"].reshape(n, 1), splats["scales"], splats["quats"],
     ]
     data = torch.cat([c.float() for c in cols], dim=1).cpu().numpy().astype("<f4")
-    return ply_header(degree, n) + data.tobytes()
+    table = np.ascontiguousarray(data).view([(p, "<f4") for p in ply_property_names(degree)]).reshape(n)
+    return ply_table_bytes(table)
 
 
 def write_ply(model: SplatModel, path: Path | str, normalization: Optional[Normalization] = None,
@@ -169,83 +174,103 @@ def write_ply(model: SplatModel, path: Path | str, normalization: Optional[Norma
 
 # ---- reading -----------------------------------------------------------------------
 
-_PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
-}
+# A 3DGS header is ~1.5 kB; anything past this without `end_header` is not a PLY we read.
+MAX_HEADER_BYTES = 1 << 20
 
 
-def _parse_header(path: Path, raw: bytes) -> tuple[str, list[tuple[str, int, list[tuple[str, str]]]], int]:
-    if not raw.startswith(b"ply"):
+def _split_header(path: Path, head: bytes) -> tuple[bytes, int, bool]:
+    """The header's bytes (ASCII, comments made ASCII), the body's offset, and whether the
+    header had to be cleaned. `end_header` counts only as a line of its own, so a comment
+    that mentions it does not end the header."""
+    if not head.startswith(b"ply"):
         raise PlyError(path, "not a PLY file (no 'ply' magic)")
-    end = raw.find(b"end_header")
-    if end < 0:
-        raise PlyError(path, "corrupt PLY header (no end_header)")
-    body_start = raw.index(b"\n", end) + 1 if b"\n" in raw[end:] else len(raw)
-    try:
-        lines = raw[:end].decode("ascii").replace("\r", "").split("\n")
-    except UnicodeDecodeError:
-        raise PlyError(path, "corrupt PLY header (not ASCII)") from None
-    fmt, elements = None, []
-    for line in lines[1:]:
-        tok = line.split()
-        if not tok or tok[0] in ("comment", "obj_info"):
+    pos, lines = 0, []
+    while True:
+        nl = head.find(b"\n", pos)
+        if nl < 0:
+            raise PlyError(path, f"corrupt PLY header (no end_header line in the first {len(head)} bytes)")
+        line = head[pos:nl]
+        pos = nl + 1
+        if line.rstrip(b"\r").strip() == b"end_header":
+            lines.append(b"end_header")
+            break
+        lines.append(line.rstrip(b"\r"))
+    cleaned = False
+    for i, line in enumerate(lines):
+        if line.isascii():
             continue
-        if tok[0] == "format" and len(tok) >= 2:
-            fmt = tok[1]
-        elif tok[0] == "element" and len(tok) == 3:
-            try:
-                elements.append((tok[1], int(tok[2]), []))
-            except ValueError:
-                raise PlyError(path, f"corrupt PLY header line {line!r}") from None
-        elif tok[0] == "property" and elements:
-            if tok[1] == "list":
-                elements[-1][2].append((tok[-1], "list"))
-            elif len(tok) == 3 and tok[1] in _PLY_TYPES:
-                elements[-1][2].append((tok[2], _PLY_TYPES[tok[1]]))
-            else:
-                raise PlyError(path, f"corrupt PLY header line {line!r}")
+        # Writers put names, paths and credits in comments in any encoding; they carry no data.
+        if line.split(maxsplit=1)[:1] in ([b"comment"], [b"obj_info"]):
+            lines[i] = bytes(c if c < 128 else ord("?") for c in line)
+            cleaned = True
         else:
-            raise PlyError(path, f"corrupt PLY header line {line!r}")
-    if fmt not in ("binary_little_endian", "binary_big_endian", "ascii"):
-        raise PlyError(path, f"unsupported PLY format {fmt!r}")
-    return fmt, elements, body_start
+            raise PlyError(path, f"corrupt PLY header (non-ASCII bytes in line {i + 1})")
+    return b"\n".join(lines) + b"\n", pos, cleaned
+
+
+def _parse_header(path: Path, header: bytes):
+    """plyfile's header parser over the cleaned header -> PlyData without element data."""
+    from plyfile import PlyData, PlyParseError
+
+    try:
+        # plyfile parses the header and reads the rows in one call; this is its header half.
+        return PlyData._parse_header(io.BytesIO(header))
+    except PlyParseError as e:
+        raise PlyError(path, f"corrupt PLY header ({e})") from None
+    except (ValueError, TypeError, KeyError) as e:  # e.g. "two properties with same name"
+        raise PlyError(path, f"corrupt PLY header ({e})") from None
+
+
+def _check_sizes(path: Path, ply, body: int) -> None:
+    """Every element's claimed size against the bytes the file really has, before any read:
+    a header claiming 10^12 vertices must not become a 10^12-row allocation."""
+    from plyfile import PlyListProperty
+
+    vertex = [e for e in ply.elements if e.name == "vertex"]
+    if not vertex:
+        raise PlyError(path, "PLY has no vertex element")
+    if any(isinstance(p, PlyListProperty) for p in vertex[0].properties):
+        raise PlyError(path, "unsupported PLY layout (list property in vertices)")
+    if ply.text:
+        # An ASCII row holds at least one character and one separator per value.
+        need = sum(e.count * 2 * max(1, len(e.properties)) for e in ply.elements if e.name == "vertex")
+    else:
+        need = 0
+        for e in ply.elements:
+            if any(isinstance(p, PlyListProperty) for p in e.properties):
+                if e.name == "vertex" or ply.elements.index(e) < ply.elements.index(vertex[0]):
+                    raise PlyError(path, f"unsupported PLY layout (list element {e.name!r} before vertices)")
+                continue  # after the vertices: not needed, not read
+            need += e.count * e.dtype(ply.byte_order).itemsize
+            if e.name == "vertex":
+                break
+    have = path.stat().st_size - body
+    if have < need:
+        raise PlyError(path, f"file is truncated ({have} of {need} bytes of element data)")
 
 
 def _read_vertex_table(path: Path) -> dict[str, np.ndarray]:
-    raw = Path(path).read_bytes()
-    fmt, elements, pos = _parse_header(path, raw)
-    names = [e[0] for e in elements]
-    if "vertex" not in names:
-        raise PlyError(path, "PLY has no vertex element")
-    for name, count, props in elements:
-        if name == "vertex":
-            break
-        # Elements before the vertices must be skippable (fixed-size binary rows).
-        if fmt == "ascii" or any(t == "list" for _, t in props):
-            raise PlyError(path, f"unsupported PLY layout (element {name!r} before vertices)")
-        pos += count * sum(np.dtype(t).itemsize for _, t in props)
-    _, count, props = elements[names.index("vertex")]
-    if any(t == "list" for _, t in props):
-        raise PlyError(path, "unsupported PLY layout (list property in vertices)")
-    if fmt == "ascii":
-        text = raw[pos:].decode("ascii", errors="replace").split("\n")
-        try:
-            rows = np.array([line.split()[: len(props)] for line in text[:count]], dtype=np.float64)
-        except ValueError:
-            raise PlyError(path, "corrupt ASCII PLY body") from None
-        if rows.shape != (count, len(props)):
-            raise PlyError(path, f"file is truncated (expected {count} vertices)")
-        return {n: rows[:, i] for i, (n, _) in enumerate(props)}
-    order = "<" if fmt == "binary_little_endian" else ">"
-    dtype = np.dtype([(n, order + t) for n, t in props])
-    need = count * dtype.itemsize
-    if len(raw) - pos < need:
-        raise PlyError(path, f"file is truncated ({len(raw) - pos} of {need} bytes of vertex data)")
-    table = np.frombuffer(raw, dtype=dtype, count=count, offset=pos)
-    return {n: table[n].astype(np.float32) for n, _ in props}
+    from plyfile import PlyData, PlyParseError
+
+    with open(path, "rb") as f:
+        head = f.read(MAX_HEADER_BYTES)
+    header, body, cleaned = _split_header(path, head)
+    ply = _parse_header(path, header)
+    _check_sizes(path, ply, body)
+    try:
+        if cleaned:
+            # plyfile decodes the header as ASCII: hand it the cleaned header before the body.
+            with open(path, "rb") as f:
+                f.seek(body)
+                ply = PlyData.read(io.BytesIO(header + f.read()), mmap=False)
+        else:
+            ply = PlyData.read(str(path), mmap="c")
+        vertex = ply["vertex"].data
+    except PlyParseError as e:
+        raise PlyError(path, f"corrupt PLY data ({e})") from None
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError, OverflowError) as e:
+        raise PlyError(path, f"corrupt PLY data ({type(e).__name__}: {str(e)[:120]})") from None
+    return {n: np.asarray(vertex[n], dtype=np.float32) for n in vertex.dtype.names}
 
 
 def read_ply(path: Path | str) -> SplatModel:
@@ -258,6 +283,13 @@ def read_ply(path: Path | str) -> SplatModel:
         raise PlyError(path, "file not found") from None
     except IsADirectoryError:
         raise PlyError(path, "is a folder, not a PLY file") from None
+    except OSError as e:
+        raise PlyError(path, f"cannot read ({e.strerror or e})") from None
+    return splats_from_columns(path, v)
+
+
+def splats_from_columns(path: Path | str, v: dict[str, np.ndarray]) -> SplatModel:
+    """INRIA-named columns (x y z f_dc_* f_rest_* opacity scale_* rot_*) -> SplatModel."""
     needed = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
               "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
     missing = [p for p in needed if p not in v]
@@ -288,5 +320,14 @@ def read_ply(path: Path | str) -> SplatModel:
     return SplatModel(splats, degree)
 
 
-__all__ = ["write_ply", "read_ply", "ply_bytes", "ply_header", "ply_property_names", "PlyError",
+__all__ = ["write_ply", "read_ply", "read_spz", "ply_bytes", "ply_table_bytes", "splats_from_columns", "ply_property_names", "PlyError",
            "Crop", "to_original_frame", "transform_splats", "sh_rotation_matrices", "F_REST_COUNT"]
+
+
+def read_spz(path: Path | str) -> SplatModel:
+    """A Niantic .spz (versions 2, 3) -> SplatModel with raw params in the same frame as our
+    PLY (the dataset's original coordinates; SPZ's RUB axes undone). Raises SpzError."""
+    from .spz import read_spz_splats
+
+    splats, degree = read_spz_splats(path)
+    return SplatModel(splats, degree)

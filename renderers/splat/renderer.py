@@ -15,7 +15,6 @@ from jaxtyping import Float
 from torch import Tensor
 
 from splatlab.renderers.base import Batch, ParamGroup, Rendered, Renderer
-from splatlab.renderers.common import quat_to_rotmat
 
 from .config import PRESETS, SplatConfig
 from .model import SplatModel, scene_init_points, sh_to_rgb
@@ -52,7 +51,7 @@ class SplatRenderer(Renderer):
     batch_kind: ClassVar[str] = "image"
     exports: ClassVar[tuple[str, ...]] = ("ply", "splat", "ply-compressed", "points", "mesh",
                                           "cameras", "html")
-    file_suffixes: ClassVar[tuple[str, ...]] = (".ply",)
+    file_suffixes: ClassVar[tuple[str, ...]] = (".ply", ".spz")
 
     def __init__(self, model: SplatModel, *, render_sh_degree: Optional[int] = None,
                  near_plane: float = 0.01, far_plane: float = 1e10):
@@ -87,10 +86,11 @@ class SplatRenderer(Renderer):
 
     @classmethod
     def from_file(cls, path: Path, device="cpu") -> "SplatRenderer":
-        """A 3DGS PLY (INRIA, gsplat, nerfstudio, splatlab layouts)."""
-        from .io import read_ply
+        """A 3DGS PLY (INRIA, gsplat, nerfstudio, splatlab layouts) or an SPZ."""
+        from .io import read_ply, read_spz
 
-        return cls(read_ply(path).to(device))
+        read = read_spz if Path(path).suffix.lower() == ".spz" else read_ply
+        return cls(read(path).to(device))
 
     @property
     def device(self) -> torch.device:
@@ -227,16 +227,17 @@ class SplatRenderer(Renderer):
                              near_plane=self.near_plane, far_plane=self.far_plane)
 
     def browser_splats(self) -> dict[str, np.ndarray]:
-        """Arrays for viser's add_gaussian_splats: colour only (SH DC -> RGB)."""
+        """The activated Gaussians as plain arrays for the browser (viewer/browser.py):
+        centers N 3, quats N 4 (wxyz), scales N 3, opacities N, rgbs N 3 (colour only:
+        SH DC -> RGB; the browser has no view dependence)."""
         m = self.model
         with torch.no_grad():
-            R = quat_to_rotmat(m.quats.detach().double().cpu().numpy())
-            M = R * m.scales.detach().double().cpu().numpy()[:, None, :]
             return {
-                "centers": m.means.detach().float().cpu().numpy(),
-                "covariances": (M @ M.transpose(0, 2, 1)).astype(np.float32),
-                "rgbs": sh_to_rgb(m.splats["sh0"].detach()[:, 0]).clamp(0, 1).float().cpu().numpy(),
-                "opacities": m.opacities.detach().float().cpu().numpy()[:, None],
+                "centers": m.means.detach().double().cpu().numpy(),
+                "quats": m.quats.detach().double().cpu().numpy(),
+                "scales": m.scales.detach().double().cpu().numpy(),
+                "opacities": m.opacities.detach().double().cpu().numpy().reshape(-1),
+                "rgbs": sh_to_rgb(m.splats["sh0"].detach()[:, 0]).double().cpu().numpy(),
             }
 
 
