@@ -124,8 +124,9 @@ def _mcubes():
 
 def default_density_threshold(lo: np.ndarray, hi: np.ndarray) -> float:
     """The density at which 2% of the box diagonal is half opaque: alpha = 1 - exp(-sigma d)
-    = 0.5 at d = diag / 50. Scale-aware, so the same default fits any scene size; on the
-    demo it sits between 1% (a shell too thin, holes) and 5% (a blown-up surface)."""
+    = 0.5 at d = diag / 50. Scale-aware, so the same default fits any scene size. On the demo
+    (a 400-step CPU NeRF) lower levels matched the ground truth better: Chamfer 1.13%, 1.23%,
+    1.59% of the diagonal at levels 5, 8 and the 1%-of-diagonal level (13.8); this one is ~7."""
     return float(np.log(2.0) / (0.02 * np.linalg.norm(np.asarray(hi) - np.asarray(lo))))
 
 
