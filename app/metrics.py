@@ -1,4 +1,4 @@
-"""Image metrics: PSNR, SSIM (the one SSIM: the training loss uses it too), LPIPS.
+"""Image metrics: PSNR, SSIM (rasterizer/ssim.py: the one SSIM, the training loss uses it too), LPIPS.
 
 Images are float in [0, 1], `B H W 3` (channels last, as the rasterizer returns them).
 SSIM follows Wang et al. 2004 as 3DGS/gsplat/torchmetrics evaluate it: an 11x11
@@ -15,51 +15,18 @@ from collections.abc import Callable
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-SSIM_WINDOW = 11
-SSIM_SIGMA = 1.5
-SSIM_C1 = 0.01**2
-SSIM_C2 = 0.03**2
+# SSIM lives with the loss kernel in the rasterizer (one implementation, the fused
+# kernel's twin); these names stay importable from here.
+from splatlab.rasterizer.ssim import SSIM_C1, SSIM_C2, SSIM_SIGMA, SSIM_WINDOW, ssim, ssim_map
 
 
 def psnr(img: Float[Tensor, "B H W 3"], gt: Float[Tensor, "B H W 3"]) -> Float[Tensor, " B"]:
     """Per-image PSNR in dB for data range 1."""
     mse = (img - gt).square().flatten(1).mean(1)
     return -10.0 * torch.log10(mse)
-
-
-@functools.lru_cache(maxsize=8)
-def _gauss_1d(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    return (g / g.sum()).to(dtype=dtype, device=device)
-
-
-def ssim_map(x: Float[Tensor, "B C H W"], y: Float[Tensor, "B C H W"]) -> Tensor:
-    """SSIM per valid window position, B C H-10 W-10 (channels first). One separable
-    depthwise convolution pass over the 5 stacked statistics, so it is cheap enough for
-    every training step and differentiable."""
-    b, c, h, w = x.shape
-    g = _gauss_1d(SSIM_WINDOW, SSIM_SIGMA, x.dtype, x.device)
-    stats = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # B 5C H W
-    n = stats.shape[1]
-    stats = F.conv2d(stats, g.view(1, 1, 1, -1).expand(n, 1, 1, SSIM_WINDOW), groups=n)
-    stats = F.conv2d(stats, g.view(1, 1, -1, 1).expand(n, 1, SSIM_WINDOW, 1), groups=n)
-    mx, my, exx, eyy, exy = stats.split(c, dim=1)
-    mx2, my2, mxy = mx * mx, my * my, mx * my
-    vx, vy, cxy = exx - mx2, eyy - my2, exy - mxy
-    num = (2 * mxy + SSIM_C1) * (2 * cxy + SSIM_C2)
-    den = (mx2 + my2 + SSIM_C1) * (vx + vy + SSIM_C2)
-    return num / den
-
-
-def ssim(img: Float[Tensor, "B H W 3"], gt: Float[Tensor, "B H W 3"]) -> Float[Tensor, " B"]:
-    """Per-image mean SSIM."""
-    m = ssim_map(img.permute(0, 3, 1, 2), gt.permute(0, 3, 1, 2))
-    return m.flatten(1).mean(1)
 
 
 # ---- LPIPS: only with weights already on disk -----------------------------------------

@@ -1,6 +1,7 @@
-"""Time layouts of the SSIM window blur (forward + backward) on the GPU.
+"""Time the training loss on the GPU: the whole photometric loss (torch twin vs the fused
+triton kernel, forward + backward), then layouts of the twin's SSIM window blur.
 
-    python benchmarks/ssim_bench.py [--height 720 --width 1280]
+    python benchmarks/ssim_bench.py [--height 720 --width 1280] [--loss-only]
 
 The training loss blurs 5 statistics x 3 channels with an 11-tap separable Gaussian;
 cuDNN's choice of kernel depends heavily on how the tensor is laid out."""
@@ -61,12 +62,49 @@ def timeit(fn, s, g, reps=50):
     return a.elapsed_time(b) / reps
 
 
+def time_loss(backend, render, gt, reps=50):
+    from splatlab.rasterizer.ssim import photometric_loss
+
+    def once():
+        loss, _ = photometric_loss(render, gt, 0.2, "l1", backend=backend)
+        loss.backward()
+
+    for _ in range(5):
+        once()
+    torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(5):
+        a.record()
+        for _ in range(reps):
+            once()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b) / reps)
+    return sorted(times)[len(times) // 2]
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--height", type=int, default=720)
     p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--loss-only", action="store_true", help="only the twin vs fused loss timing")
     a = p.parse_args()
     dev = torch.device("cuda")
+    torch.backends.cudnn.benchmark = True  # as training sets it
+    # As in training: the RGB slice of the rasterizer's output, a uint8-derived target.
+    full = torch.rand(1, a.height, a.width, 4, device=dev, requires_grad=True)
+    render = full[..., :3]
+    gt = (torch.rand(1, a.height, a.width, 3, device=dev) * 255).round() / 255
+    for backend in ("torch", "triton"):
+        try:
+            ms = time_loss(backend, render, gt)
+        except ImportError as err:
+            print(f"loss {backend:6}: unavailable ({err})")
+            continue
+        print(f"loss {backend:6}: {ms:7.3f} ms fwd+bwd (median of 5 x 50) at {a.width}x{a.height}")
+    if a.loss_only:
+        return
     g = gauss(dev)
     ref = None
     for bench in (False, True):

@@ -45,6 +45,8 @@ class SplatConfig(TrainConfig):
     """Learning rate of the base colour (SH degree 0)."""
     lr_shN: float = 2.5e-3 / 20
     """Learning rate of the higher SH coefficients."""
+    selective_adam: bool = False
+    """Update only the Gaussians visible in each step (gsplat's selective Adam; CUDA only, plain Adam elsewhere)."""
     ssim_lambda: float = 0.2
     """Loss = (1 - ssim_lambda) * L1 + ssim_lambda * (1 - SSIM)."""
 

@@ -14,6 +14,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from splatlab.rasterizer.optim import hand_visibility
 from splatlab.renderers.base import Batch, ParamGroup, Rendered, Renderer
 
 from .config import PRESETS, SplatConfig
@@ -164,6 +165,9 @@ class SplatRenderer(Renderer):
             self._checked = True
         self._ops.pre_backward(self._strategy, self.model.splats, optimizers, self._strategy_state,
                            step, out.extras["info"])
+        if self._cfg.selective_adam:
+            # Selective Adam's mask for this step: Gaussians on screen in any camera (C N 2 radii).
+            hand_visibility(optimizers, (out.extras["info"]["radii"] > 0).all(-1))
 
     def after_step(self, step: int, out: Rendered, optimizers: dict) -> Optional[str]:
         n_before = self.model.num_gaussians
