@@ -3,10 +3,11 @@
     python benchmarks/train_bench.py --data ../shared/data/beer --preset fast --method splat
     python benchmarks/train_bench.py --data ../shared/data/beer --preset fast --strategy mcmc
     python benchmarks/train_bench.py --data demo --preset cpu
+    python benchmarks/train_bench.py --data ../shared/data/lego --preset fast --method nerf
 
 `--data` and `--preset` repeat (every scene x every preset); any other `--FIELD VALUE`
 after `--` goes to every run's TrainConfig (e.g. `-- --steps 2000 --downscale 2`).
-The row records what `splatlab train` measured itself (metrics.json): train_seconds is
+A NeRF row has no Gaussians ("n/a"). The row records what `splatlab train` measured itself (metrics.json): train_seconds is
 optimisation only (no loading, no evaluation, no checkpoint writing).
 """
 
@@ -102,7 +103,7 @@ def main(argv: list[str]) -> int:
             command = command.replace(" --output", "")
             row = (f"| {datetime.date.today().isoformat()} | {gpu} | {commit} | `{command}` | {m['steps']} "
                    f"| {m['train_seconds']:.1f} | {fmt(steps_per_s, '.1f')} | {m['peak_memory_gb']:.2f} "
-                   f"| {m['num_gaussians']:,} | {fmt(m['psnr'], '.2f')} | {fmt(m['ssim'], '.4f')} |\n")
+                   f"| {fmt(m.get('num_gaussians'), ',')} | {fmt(m['psnr'], '.2f')} | {fmt(m['ssim'], '.4f')} |\n")
             print(row, end="")
             if not args.no_record:
                 append_row(row)

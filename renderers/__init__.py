@@ -7,9 +7,10 @@ Every command dispatches through it; a run saves its method's name and reads it 
 from __future__ import annotations
 
 from .base import Renderer
+from .nerf import NerfRenderer
 from .splat import SplatRenderer
 
-RENDERERS: dict[str, type[Renderer]] = {"splat": SplatRenderer}
+RENDERERS: dict[str, type[Renderer]] = {"splat": SplatRenderer, "nerf": NerfRenderer}
 
 
 class UnknownMethod(ValueError):
@@ -23,4 +24,4 @@ def get_renderer(name: str) -> type[Renderer]:
         raise UnknownMethod(f"unknown method {name!r}; choose one of: {', '.join(RENDERERS)}") from None
 
 
-__all__ = ["RENDERERS", "Renderer", "SplatRenderer", "UnknownMethod", "get_renderer"]
+__all__ = ["RENDERERS", "NerfRenderer", "Renderer", "SplatRenderer", "UnknownMethod", "get_renderer"]

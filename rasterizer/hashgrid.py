@@ -1,0 +1,197 @@
+"""Multiresolution hash encoding (Instant-NGP): points in [0, 1]^3 -> L levels x F features.
+
+Level l has resolution `res[l]` cells per axis (`res[l] + 1` grid vertices); a point's
+feature is the trilinear blend of the 8 surrounding vertices' table entries. A level whose
+(res + 1)^3 vertices fit in the table is indexed densely (x + y (r+1) + z (r+1)^2, no
+collisions); finer levels use Instant-NGP's spatial hash (x * 1 ^ y * 2654435761 ^
+z * 805459861) mod T. T is a power of two, so only the products' low bits matter: both
+backends compute them with wrapping 32-bit integers, as tiny-cuda-nn, and index the same
+entries as exact arithmetic would (the float64 brute force in the tests checks that).
+
+Two backends with one signature: `torch` (pure torch, the CPU path and the test oracle)
+and `triton` (forward and backward kernels; backward scatters into the table gradient with
+atomic adds). `backend="auto"` picks triton for CUDA tensors when it is installed.
+The triton path gives no gradient for the points (a NeRF never moves its sample points);
+the torch path does, through the interpolation weights.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+HashBackend = Literal["auto", "torch", "triton"]
+PRIMES = (1, 2654435761, 805459861)
+
+
+def level_resolutions(levels: int, base_resolution: int, max_resolution: int) -> list[int]:
+    """Geometric series of per-level resolutions from `base_resolution` to `max_resolution`."""
+    if levels < 1 or base_resolution < 1 or max_resolution < base_resolution:
+        raise ValueError(f"bad hash grid: levels={levels} base={base_resolution} max={max_resolution}")
+    if levels == 1:
+        return [int(base_resolution)]
+    growth = math.exp((math.log(max_resolution) - math.log(base_resolution)) / (levels - 1))
+    return [int(math.floor(base_resolution * growth**l + 1e-6)) for l in range(levels)]
+
+
+def dense_levels(resolutions: list[int], table_size: int) -> list[bool]:
+    """Which levels fit densely in a table of `table_size` entries."""
+    return [(r + 1) ** 3 <= table_size for r in resolutions]
+
+
+_LEVEL_TENSORS: dict = {}
+
+
+def _level_tensor(values: list[int], dtype, device) -> Tensor:
+    """Per-level constants on `device`, made once: a fresh host->GPU copy every step would
+    synchronise the training loop."""
+    key = (tuple(values), dtype, str(device))
+    t = _LEVEL_TENSORS.get(key)
+    if t is None:
+        t = _LEVEL_TENSORS[key] = torch.tensor(values, dtype=dtype, device=device)
+    return t
+
+
+def _wrap32(v: int) -> int:
+    """`v` as a wrapped int32 (two's complement)."""
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+def _axis_pairs(p0: Int[Tensor, "N L"], mult) -> Tensor:
+    """N L 2: the vertex coordinate below and above, times `mult` (per level)."""
+    return torch.stack([p0 * mult, (p0 + 1) * mult], -1)
+
+
+def hash_encode_torch(
+    x: Float[Tensor, "N 3"], table: Float[Tensor, "L T F"], resolutions: list[int]
+) -> Float[Tensor, "N LF"]:
+    """Pure-torch hash encoding (differentiable in `table` and `x`). Points outside
+    [0, 1] are clamped onto the grid.
+
+    The 8 corners come from per-axis pairs by broadcasting (corner c = bx + 2 by + 4 bz):
+    dense index x + y s + z s^2 is a broadcast sum, the hash a broadcast XOR, and the
+    table is read with one gather for all corners and levels."""
+    L, T, F = table.shape
+    N, dev = x.shape[0], x.device
+    res = _level_tensor(resolutions, torch.int64, dev)  # L
+    pos = x.clamp(0.0, 1.0)[:, None, :] * res[None, :, None].to(x.dtype)  # N L 3
+    p0 = torch.minimum(pos.detach().floor().long(), (res - 1).clamp_min(0)[None, :, None])
+    frac = pos - p0.to(x.dtype)
+    wx, wy, wz = (torch.stack([1.0 - frac[..., k], frac[..., k]], -1) for k in range(3))  # N L 2
+    w = (wz[..., :, None, None] * wy[..., None, :, None] * wx[..., None, None, :]).reshape(N, L, 8)
+    nd = sum(dense_levels(resolutions, T))  # dense levels are the coarse prefix
+    parts = []
+    if nd > 0:
+        side = res[:nd] + 1
+        ax = _axis_pairs(p0[:, :nd, 0], torch.ones_like(side))
+        ay = _axis_pairs(p0[:, :nd, 1], side)
+        az = _axis_pairs(p0[:, :nd, 2], side * side)
+        parts.append((az[..., :, None, None] + ay[..., None, :, None] + ax[..., None, None, :]).reshape(N, nd, 8))
+    if nd < L:
+        # int32 with wrap-around: the low bits (all that `& (T - 1)` keeps) are those of the
+        # 64-bit product, and int32 halves the memory traffic of this, the hot part.
+        q = p0[:, nd:].int()
+        hx, hy, hz = (_axis_pairs(q[..., k], _wrap32(PRIMES[k])) for k in range(3))
+        h = (hz[..., :, None, None] ^ hy[..., None, :, None] ^ hx[..., None, None, :]) & (T - 1)
+        parts.append(h.reshape(N, L - nd, 8).long())
+    idx = torch.cat(parts, 1) + (torch.arange(L, device=dev) * T)[None, :, None]  # N L 8
+    vals = table.reshape(L * T, F)[idx.reshape(-1)].reshape(N, L, 8, F)
+    return (w[..., None].to(table.dtype) * vals).sum(2).reshape(N, L * F)
+
+
+# ---- triton ---------------------------------------------------------------------------------
+_KERNELS = None
+
+
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _build_kernels():
+    """The triton kernels, imported on first use (triton is optional: the torch path needs none)."""
+    global _KERNELS
+    if _KERNELS is None:
+        from . import _hashgrid_triton as k
+
+        _KERNELS = (k._fwd, k._bwd)
+    return _KERNELS
+
+
+_BLOCK = 128
+
+
+class _HashEncodeTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, table: Tensor, res: Tensor, dense: Tensor) -> Tensor:
+        fwd, _ = _build_kernels()
+        L, T, F = table.shape
+        N = x.shape[0]
+        out = torch.empty(N, L * F, dtype=torch.float32, device=x.device)
+        if N > 0:
+            fwd[(triton_cdiv(N, _BLOCK), L)](x, table, res, dense, out, N, T=T, L=L, F=F, BLOCK=_BLOCK)
+        ctx.save_for_backward(x, res, dense)
+        ctx.table_shape = (L, T, F)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        _, bwd = _build_kernels()
+        x, res, dense = ctx.saved_tensors
+        L, T, F = ctx.table_shape
+        N = x.shape[0]
+        grad_table = torch.zeros(L, T, F, dtype=torch.float32, device=x.device)
+        if N > 0 and ctx.needs_input_grad[1]:
+            bwd[(triton_cdiv(N, _BLOCK), L)](x, grad_out.float().contiguous(), res, dense, grad_table, N,
+                                              T=T, L=L, F=F, BLOCK=_BLOCK)
+        return None, grad_table, None, None
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
+def hash_encode_triton(
+    x: Float[Tensor, "N 3"], table: Float[Tensor, "L T F"], resolutions: list[int]
+) -> Float[Tensor, "N LF"]:
+    """Triton hash encoding (float32; differentiable in `table` only)."""
+    L, T, F = table.shape
+    if T & (T - 1) or F & (F - 1):
+        raise ValueError(f"triton hash encoding needs power-of-two table size and features, got {T}, {F}")
+    res = _level_tensor(resolutions, torch.int32, x.device)
+    dense = _level_tensor([int(d) for d in dense_levels(resolutions, T)], torch.int32, x.device)
+    return _HashEncodeTriton.apply(x.float().contiguous(), table.float().contiguous(), res, dense)
+
+
+def hash_encode(
+    x: Float[Tensor, "N 3"],
+    table: Float[Tensor, "L T F"],
+    resolutions: list[int],
+    backend: HashBackend = "auto",
+) -> Float[Tensor, "N LF"]:
+    """Hash-encode points in [0, 1]^3 (float32 out). `backend="auto"`: triton on CUDA when
+    installed, else torch."""
+    if backend == "auto":
+        backend = "triton" if x.is_cuda and triton_available() else "torch"
+    if backend == "triton":
+        return hash_encode_triton(x, table, resolutions)
+    return hash_encode_torch(x.float(), table.float(), resolutions)
+
+
+def init_table(levels: int, log2_table_size: int, features: int,
+               generator: Optional[torch.Generator] = None) -> Tensor:
+    """Instant-NGP's initialisation: uniform in [-1e-4, 1e-4]."""
+    t = torch.rand(levels, 2**log2_table_size, features, generator=generator)
+    return (t * 2 - 1) * 1e-4
+
+
+__all__ = ["HashBackend", "PRIMES", "dense_levels", "hash_encode", "hash_encode_torch",
+           "hash_encode_triton", "init_table", "level_resolutions", "triton_available"]
