@@ -94,15 +94,6 @@ class NerfConfig(TrainConfig):
     warmup_steps: int = 0
     """Linear learning-rate warm-up."""
 
-    @classmethod
-    def from_json(cls, d: dict) -> "NerfConfig":
-        # JSON has no tuples: a saved tuple field (TrainConfig.allow_origin) comes back as a
-        # list, which the dataclass's type (checked under pytest) refuses. TrainConfig.from_json
-        # should do this for every method; until it does, the NeRF's config does it here.
-        tuples = {f.name for f in dataclasses.fields(cls) if isinstance(f.default, tuple)}
-        return super().from_json({k: tuple(v) if k in tuples and isinstance(v, list) else v
-                                  for k, v in d.items()})
-
 
 def _preset(doc: str, **overrides) -> tuple[str, NerfConfig]:
     return doc, dataclasses.replace(NerfConfig(), **overrides)
