@@ -110,3 +110,19 @@ def write_bytes(path: Path, data: bytes) -> None:
         atomic_write_bytes(path, data)
     except OSError as e:
         raise UserError(f"cannot write ({e.strerror or e})", path) from None
+
+
+def commit_temp(tmp: Path | str, path: Path) -> None:
+    """Rename a temporary file a library wrote over `path`, once the file system confirms it
+    (fsync: delayed write errors such as a full disk show here) and it is not empty."""
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if os.path.getsize(tmp) == 0:
+            raise UserError("the writer produced an empty file; nothing was replaced", path)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"cannot write ({e.strerror or e})", path) from None

@@ -23,7 +23,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from ..errors import UserError
-from .common import ExportArgs, check_output, crop_box
+from .common import ExportArgs, check_output, commit_temp, crop_box
 
 HELP = "coloured triangle mesh by TSDF fusion of rendered depth (needs splatlab[mesh])"
 SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb")
@@ -142,13 +142,16 @@ def _write_mesh(mesh, path: Path) -> None:
             except ImportError:
                 raise UserError("writing .glb needs trimesh (pip install trimesh); or use .ply/.obj", path) from None
             colors = (np.asarray(mesh.vertex_colors) * 255 + 0.5).clip(0, 255).astype(np.uint8)
-            trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.triangles),
-                            vertex_colors=colors, process=False).export(tmp)
+            try:
+                trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.triangles),
+                                vertex_colors=colors, process=False).export(tmp)
+            except OSError as e:
+                raise UserError(f"cannot write the mesh ({e.strerror or e})", path) from None
         else:
             mesh.compute_vertex_normals()
             if not o3d.io.write_triangle_mesh(tmp, mesh, write_vertex_colors=True):
                 raise UserError("open3d could not write the mesh", path)
-        os.replace(tmp, path)
+        commit_temp(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
