@@ -17,7 +17,7 @@ from splatlab.renderers.splat import SplatModel
 from splatlab.renderers.splat.io import PlyError, read_ply, write_ply
 
 LONG = os.environ.get("SPLATLAB_LONG") == "1"
-MAX_EXAMPLES = 20000 if LONG else 1500
+MAX_EXAMPLES = 50000 if LONG else 1500
 
 
 def _seeds(tmp) -> list[bytes]:

@@ -15,7 +15,8 @@ import torch
 from splatlab.app.cli import main
 from splatlab.app.runs import load_target
 from splatlab.renderers.splat.io import read_ply
-from splatlab.renderers.splat.spz import SpzError, read_spz_splats, spz_bytes
+from splatlab.renderers.splat.io import read_spz_splats, spz_bytes
+from splatlab.renderers.splat.spz import SpzError
 from splatlab.scenes.types import Normalization
 
 from test_export_support import cameras_to_original, demo_model, demo_scene, random_rotation, render, write_run

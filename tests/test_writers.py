@@ -140,6 +140,14 @@ def test_bad_sizes_and_outputs_one_line(dataset_run, tmp_path):
         (["export", run, "--format", "ply", "--output", tmp_path / "afolder"], "output is a folder"),
         (["export", run, "--format", "ply", "--output", tmp_path / "afile" / "x.ply"], "cannot write here"),
     ]
+    from test_ply import _inria_ply
+
+    _, raw = _inria_ply(tmp_path)
+    (tmp_path / "ok.ply").unlink()
+    for name, edit in [("dup.ply", b"property float y\nproperty float y\n"), ("bare.ply", b"property float y\nproperty\n")]:
+        (tmp_path / name).write_bytes(raw.replace(b"property float y\n", edit, 1))
+        cases.append((["export", tmp_path / name, "--format", "spz", "--output", tmp_path / "x.spz"], "corrupt PLY header"))
+        cases.append((["info", tmp_path / name], "corrupt PLY header"))
     (tmp_path / "vid.mp4").mkdir()
     cases.append((["render", run, "--output", tmp_path / "vid.mp4", "--frames", "1"], "output is a folder"))
     for args, msg in cases:
@@ -147,6 +155,7 @@ def test_bad_sizes_and_outputs_one_line(dataset_run, tmp_path):
         assert rc == 2, (args, err)
         one_line(err, msg)
     assert (tmp_path / "afile").read_bytes() == PRECIOUS and leftovers(tmp_path) == []
+    assert not (tmp_path / "x.spz").exists() and not (tmp_path / "big.mp4").exists()
 
 
 def test_sigterm_during_render_leaves_nothing(dataset_run, tmp_path):

@@ -15,6 +15,7 @@ an empty mesh. open3d needs the system library libusb-1.0 (Debian: libusb-1.0-0)
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -195,23 +196,29 @@ def chamfer_distance(verts_a: np.ndarray, faces_a: np.ndarray, verts_b: np.ndarr
 
 
 def _write_mesh(mesh, path: Path) -> None:
-    """Atomic: a temp file with the same suffix beside `path`, then rename."""
+    """Atomic: a temp file with the same suffix beside `path`, checked (not empty, fsynced
+    by `atomic_path`: a full disk shows here), then renamed."""
     o3d = _open3d()
     path = Path(path)
     suffix = path.suffix.lower()
-    with atomic_path(path) as tmp:
-        if suffix == ".glb":
-            try:
-                import trimesh
-            except ImportError:
-                raise UserError("writing .glb needs trimesh (pip install trimesh); or use .ply/.obj", path) from None
-            colors = (np.asarray(mesh.vertex_colors) * 255 + 0.5).clip(0, 255).astype(np.uint8)
-            trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.triangles),
-                            vertex_colors=colors, process=False).export(str(tmp))
-        else:
-            mesh.compute_vertex_normals()
-            if not o3d.io.write_triangle_mesh(str(tmp), mesh, write_vertex_colors=True):
-                raise UserError("open3d could not write the mesh", path)
+    try:
+        with atomic_path(path) as tmp:
+            if suffix == ".glb":
+                try:
+                    import trimesh
+                except ImportError:
+                    raise UserError("writing .glb needs trimesh (pip install trimesh); or use .ply/.obj", path) from None
+                colors = (np.asarray(mesh.vertex_colors) * 255 + 0.5).clip(0, 255).astype(np.uint8)
+                trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.triangles),
+                                vertex_colors=colors, process=False).export(str(tmp))
+            else:
+                mesh.compute_vertex_normals()
+                if not o3d.io.write_triangle_mesh(str(tmp), mesh, write_vertex_colors=True):
+                    raise UserError("open3d could not write the mesh", path)
+            if os.path.getsize(tmp) == 0:
+                raise UserError("the mesh writer produced an empty file; nothing was replaced", path)
+    except OSError as e:
+        raise UserError(f"cannot write the mesh ({e.strerror or e})", path) from None
 
 
 def export(target, opts: Options) -> str:

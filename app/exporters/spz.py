@@ -19,7 +19,7 @@ class Options(ExportArgs):
 
 
 def export(target, opts: Options) -> str:
-    from splatlab.renderers.splat.spz import spz_bytes
+    from splatlab.renderers.splat.io import spz_bytes
 
     check_output(opts.output, SUFFIXES)
     s = original_splats(target, crop_box(opts, target), where=opts.output)

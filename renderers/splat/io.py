@@ -320,14 +320,31 @@ def splats_from_columns(path: Path | str, v: dict[str, np.ndarray]) -> SplatMode
     return SplatModel(splats, degree)
 
 
-__all__ = ["write_ply", "read_ply", "read_spz", "ply_bytes", "ply_table_bytes", "splats_from_columns", "ply_property_names", "PlyError",
-           "Crop", "to_original_frame", "transform_splats", "sh_rotation_matrices", "F_REST_COUNT"]
+# ---- SPZ ---------------------------------------------------------------------------
+
+
+def spz_bytes(splats: dict[str, Tensor], sh_degree: int) -> bytes:
+    """SPZ v3 of raw splat params in the PLY's frame (the dataset's original coordinates),
+    stored in SPZ's own RUB axes."""
+    from .spz import RDF_TO_RUB, encode
+
+    return encode(transform_splats({k: v.detach().cpu().float() for k, v in splats.items()},
+                                   sh_degree, RDF_TO_RUB), sh_degree)
+
+
+def read_spz_splats(path: Path | str) -> tuple[dict[str, Tensor], int]:
+    """A Niantic .spz (versions 2, 3) -> (raw splat params in the PLY's frame, SH degree):
+    SPZ's RUB axes undone (the turn is its own inverse). Raises SpzError."""
+    from .spz import RDF_TO_RUB, decode
+
+    splats, degree = decode(path)
+    return transform_splats(splats, degree, RDF_TO_RUB), degree
 
 
 def read_spz(path: Path | str) -> SplatModel:
-    """A Niantic .spz (versions 2, 3) -> SplatModel with raw params in the same frame as our
-    PLY (the dataset's original coordinates; SPZ's RUB axes undone). Raises SpzError."""
-    from .spz import read_spz_splats
+    """A .spz -> SplatModel in the same frame as our PLY (the dataset's original coordinates)."""
+    return SplatModel(*read_spz_splats(path))
 
-    splats, degree = read_spz_splats(path)
-    return SplatModel(splats, degree)
+
+__all__ = ["write_ply", "read_ply", "read_spz", "read_spz_splats", "spz_bytes", "ply_bytes", "ply_table_bytes",
+           "splats_from_columns", "ply_property_names", "PlyError", "Crop", "to_original_frame", "transform_splats", "sh_rotation_matrices", "F_REST_COUNT"]

@@ -11,9 +11,10 @@ flags, reserved), then attribute arrays, each for all N points:
     sh         K-1 coefficients x RGB, each * 128 + 128 (the INRIA basis, coefficient-major)
 
 Axes: SPZ stores RUB (x right, y up, z back: OpenGL/three.js); a 3DGS PLY is RDF (the
-COLMAP/OpenCV frame the dataset came in). Converting is a 180-degree turn about x (y and z
-negated), applied to means, rotations and SH alike, so an SPZ written here opens upright in
-SPZ viewers and reads back into the dataset's original frame, the same frame as our PLY.
+COLMAP/OpenCV frame the dataset came in). This module is the codec in the file's own axes;
+`io.spz_bytes` / `io.read_spz` turn the splats by `RDF_TO_RUB` (180 degrees about x: y and
+z negated, rotations and SH turned alike) on the way out and back, so an SPZ written here
+opens upright in SPZ viewers and reads back in the dataset's original frame, as our PLY.
 
 Written: version 3, 8-bit SH (Niantic's writer keeps 4-5 bits; readers decode both alike),
 fractional bits 12 unless the scene is too large for 24-bit positions at that precision.
@@ -76,10 +77,9 @@ def _u8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
-def spz_bytes(splats: dict[str, Tensor], sh_degree: int) -> bytes:
-    """SPZ v3 of raw splat params in the PLY frame (RDF); shN is N K-1 3 (may hold more
+def encode(s: dict[str, Tensor], sh_degree: int) -> bytes:
+    """SPZ v3 of raw splat params, already in SPZ's axes; shN is N K-1 3 (may hold more
     bands than `sh_degree`: the first ones are written)."""
-    s = _rdf_rub(splats, sh_degree)
     means = s["means"].double().numpy()
     n = len(means)
     extent = float(np.abs(means).max()) if n else 0.0
@@ -99,12 +99,6 @@ def spz_bytes(splats: dict[str, Tensor], sh_degree: int) -> bytes:
     header = HEADER.pack(MAGIC, 3, n, sh_degree, frac, 0, 0)
     body = b"".join(a.tobytes() for a in (pos, alpha, color, scale, rot, sh))
     return gzip.compress(header + body, compresslevel=6, mtime=0)
-
-
-def _rdf_rub(splats: dict[str, Tensor], sh_degree: int) -> dict[str, Tensor]:
-    from .io import transform_splats
-
-    return transform_splats({k: v.detach().cpu().float() for k, v in splats.items()}, sh_degree, RDF_TO_RUB)
 
 
 # ---- reading -------------------------------------------------------------------------
@@ -161,8 +155,8 @@ def _unpack_smallest_three(b: np.ndarray) -> np.ndarray:
     return q[:, [3, 0, 1, 2]]
 
 
-def read_spz_splats(path: Path | str) -> tuple[dict[str, Tensor], int]:
-    """An SPZ file -> (raw splat params in the PLY frame, SH degree). Raises SpzError."""
+def decode(path: Path | str) -> tuple[dict[str, Tensor], int]:
+    """An SPZ file -> (raw splat params in SPZ's own axes, SH degree). Raises SpzError."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -202,7 +196,7 @@ def read_spz_splats(path: Path | str) -> tuple[dict[str, Tensor], int]:
     f32 = lambda x: torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)  # noqa: E731
     splats = {"means": f32(means), "scales": f32(scales), "quats": f32(quats),
               "opacities": f32(opac), "sh0": f32(sh0).reshape(n, 1, 3), "shN": f32(shN)}
-    return _rdf_rub(splats, degree), degree
+    return splats, degree
 
 
-__all__ = ["SpzError", "spz_bytes", "read_spz_splats", "RDF_TO_RUB"]
+__all__ = ["SpzError", "encode", "decode", "RDF_TO_RUB"]
