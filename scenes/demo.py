@@ -502,6 +502,7 @@ def load(
         meta["demo_variant"] = {"name": variant, "rotation_deg": POSE_NOISE_DEG,
                                 "translation": POSE_NOISE_EXTENT * extent}
         meta["true_camtoworlds"] = true_c2w.tolist()
+        meta["poses"] = "rough"  # what a trainer reads to refine poses by default
     elif variant == "exposure":
         gains = exposure_gains(C, train_idx, seed + 11)
         meta["demo_variant"] = {"name": variant}
