@@ -140,9 +140,24 @@ class Casual:
 
 def filtered(scales: Tensor, opacities: Tensor, variance: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     """Activated (scales, opacities) with the 3D filter applied where there is one."""
-    if variance is None or variance.shape[0] != scales.shape[0]:
+    if variance is None:
         return scales, opacities
     return apply_3d_filter(scales, opacities, variance)
 
 
-__all__ = ["Casual", "REFINED_POSES", "filtered", "rough_poses"]
+@torch.no_grad()
+def baked_model(model, variance: Optional[Tensor]):
+    """A SplatModel with the 3D filter folded into its scales and opacities (for files
+    that other renderers read, which know nothing of the filter)."""
+    from .model import SplatModel
+
+    if variance is None:
+        return model
+    scales, opac = apply_3d_filter(model.scales, model.opacities, variance)
+    splats = {k: v.detach() for k, v in model.splats.items()}
+    splats["scales"] = torch.log(scales)
+    splats["opacities"] = torch.logit(opac.clamp(1e-6, 1 - 1e-6))
+    return SplatModel(splats, model.sh_degree)
+
+
+__all__ = ["Casual", "REFINED_POSES", "baked_model", "filtered", "rough_poses"]
