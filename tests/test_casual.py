@@ -294,3 +294,21 @@ def test_baked_3d_filter_renders_like_the_filtered_model():
     c = model.render(view[None], K[None], 32, 24).rgb
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert (a - c).abs().max() > 1e-3  # the filter does change the image
+
+
+def test_pose_opt_default_follows_where_the_poses_came_from(tmp_path):
+    from types import SimpleNamespace
+
+    from splatlab.renderers.splat.casual import rough_poses
+    from splatlab.scenes import load_scene
+
+    assert rough_poses(load_scene("demo:noisy-poses", downscale=8))[0] is True
+    assert rough_poses(load_scene("demo", downscale=8))[0] is False
+    assert rough_poses(SimpleNamespace(meta={}, format="nerfstudio", root=tmp_path))[0] is True
+    assert rough_poses(SimpleNamespace(meta={}, format="colmap", root=tmp_path))[0] is False
+    (tmp_path / "process.json").write_text('{"kind": "video"}')
+    assert rough_poses(SimpleNamespace(meta={}, format="colmap", root=tmp_path))[0] is True
+    (tmp_path / "process.json").write_text('{"kind": "images"}')
+    assert rough_poses(SimpleNamespace(meta={}, format="colmap", root=tmp_path))[0] is False
+    (tmp_path / "process.json").write_text("not json")
+    assert rough_poses(SimpleNamespace(meta={}, format="colmap", root=tmp_path))[0] is False
