@@ -30,12 +30,11 @@ from typing import Optional
 import numpy as np
 import torch
 
-from splatlab.renderers.common import quat_to_rotmat, rotmat_to_quat
-from splatlab.scenes.types import look_at
+from splatlab.scenes.geometry import (
+    OPENGL_TO_OPENCV, fov_to_focal, look_at, quat_to_rotmat, rotmat_to_quat, up_direction,
+)
 
 from .errors import UserError
-
-OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 def _cameras(c2w: np.ndarray, fx, fy, cx, cy, width: int, height: int):
@@ -80,8 +79,9 @@ def orbit(cams, frames: int, width: Optional[int] = None, height: Optional[int] 
     mean height along their mean up vector, at their mean horizontal distance, looking at
     the centre. Intrinsics: the first camera's focal length, rescaled to the output."""
     c2w = cams.camtoworlds.double().numpy()
-    up = -c2w[:, :3, 1].mean(0)  # OpenCV y is down
-    up /= np.linalg.norm(up)
+    up = up_direction(c2w)
+    if up is None:
+        raise UserError("cannot orbit: the cameras' up directions cancel out")
     centre = focus_point(c2w)
     rel = c2w[:, :3, 3] - centre
     h = float((rel @ up).mean())
@@ -172,7 +172,7 @@ def from_json(path: Path, normalization, width: Optional[int] = None,
             if w <= 0 or h <= 0:
                 raise ValueError("width and height are needed (per frame or at the top)")
             if "fov_y_deg" in fr:
-                fyi = 0.5 * h / math.tan(math.radians(float(fr["fov_y_deg"])) / 2)
+                fyi = fov_to_focal(math.radians(float(fr["fov_y_deg"])), h)
                 fxi = fyi
             else:
                 fxi, fyi = float(fr["fx"]), float(fr.get("fy", fr["fx"]))
@@ -180,16 +180,12 @@ def from_json(path: Path, normalization, width: Optional[int] = None,
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"frame {i}: {e if not isinstance(e, KeyError) else f'missing {e}'}", path) from None
         if conv == "opengl":
-            m = m @ OPENCV_TO_OPENGL
+            m = m @ OPENGL_TO_OPENCV
         c2w.append(m), fx.append(fxi), fy.append(fyi), sizes.add((w, h))
     if len(sizes) > 1:
         raise UserError(f"all frames must share one image size, got {sorted(sizes)}", path)
     (w, h), = sizes
-    c2w = np.stack(c2w)
-    # original -> normalized: rotate axes by R, move centres by the similarity.
-    R = np.asarray(normalization.rotation, dtype=np.float64)
-    c2w[:, :3, :3] = R @ c2w[:, :3, :3]
-    c2w[:, :3, 3] = normalization.apply_points(c2w[:, :3, 3])
+    c2w = normalization.apply_c2w(np.stack(c2w))
     cams = _cameras(c2w, fx, fy, cx, cy, w, h)
     if width is not None or height is not None:
         W, H, _ = _out_size(cams, width, height)

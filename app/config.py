@@ -1,175 +1,127 @@
-"""`TrainConfig`: one flat dataclass of every training knob, plus named presets.
+"""The config router: method name -> its flat config class and named presets.
 
-`splatlab train --preset NAME` picks a preset; any field given on the command line
-overrides it (tyro parses on top of the preset). Attribute docstrings are the CLI help.
-The resolved config is saved to the run folder as plain JSON of primitives.
+Each method's config (a `TrainConfig` subclass, renderers/<method>/config.py) and presets
+live with the method; this module picks them by `--method` and parses the command line:
+`splatlab train --preset NAME` picks a preset, any field given on the command line
+overrides it (tyro parses on top of the preset; attribute docstrings are the CLI help).
+The resolved config, with its `method` and the `preset` actually used, is saved to the
+run folder as plain JSON of primitives and read back through this router.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Literal, Optional
+import sys
+from pathlib import Path
+from typing import Optional
 
-from typing_extensions import Annotated
+from splatlab.renderers import RENDERERS, UnknownMethod, get_renderer
+from splatlab.renderers.base import TrainConfig
 
-import tyro
+from .errors import UserError
 
-
-@dataclass
-class TrainConfig:
-    data: Annotated[Optional[str], tyro.conf.Positional] = None
-    """Scene folder (COLMAP, nerfstudio, Blender), a photo folder or video (posed by
-    `splatlab process`), or `demo` (the default): the built-in procedural scene."""
-    method: Literal["splat"] = "splat"
-    """Scene representation to train."""
-    output: Optional[str] = None
-    """Run folder to create (default: runs/<scene>-<date>-<time> under the current directory)."""
-    viewer: bool = False
-    """Open the live browser viewer while training."""
-    viewer_port: int = 8080
-    """Port of the live viewer."""
-    device: str = "auto"
-    """Torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ..."""
-    seed: int = 42
-    """Random seed (initial points, view order, densification)."""
-
-    # ---- data ----
-    steps: int = 30_000
-    """Number of optimisation steps (one random training view each)."""
-    downscale: int = 1
-    """Load images at 1/downscale resolution."""
-    test_every: int = 8
-    """Hold out every N-th image as a test view (when the dataset has no test split)."""
-    random_background: bool = False
-    """For scenes with alpha: composite on a random colour each step (robust transparent backgrounds)."""
-
-    # ---- model ----
-    sh_degree: int = 3
-    """Maximum spherical-harmonics degree of the colours."""
-    sh_degree_interval: int = 1000
-    """Raise the SH degree in use by one every this many steps."""
-    init_num_points: int = 100_000
-    """Random initial points, when the scene has no point cloud."""
-    init_max_points: int = 0
-    """Use at most this many of the scene's points (a random subset; 0: all of them)."""
-    init_extent: float = 3.0
-    """Half-size of the random initial box, in units of the scene extent."""
-    init_opacity: float = 0.1
-    """Initial opacity of every Gaussian."""
-    init_scale: float = 1.0
-    """Initial scale, relative to the mean distance to the 3 nearest points."""
-
-    # ---- optimiser (Adam, one learning rate per parameter group, as gsplat's simple_trainer) ----
-    lr_means: float = 1.6e-4
-    """Position learning rate, times the scene extent."""
-    lr_means_final: float = 0.01
-    """Position learning rate at the last step, as a fraction of `lr_means` (exponential decay)."""
-    lr_scales: float = 5e-3
-    """Learning rate of the log scales."""
-    lr_quats: float = 1e-3
-    """Learning rate of the rotations."""
-    lr_opacities: float = 5e-2
-    """Learning rate of the opacity logits."""
-    lr_sh0: float = 2.5e-3
-    """Learning rate of the base colour (SH degree 0)."""
-    lr_shN: float = 2.5e-3 / 20
-    """Learning rate of the higher SH coefficients."""
-    ssim_lambda: float = 0.2
-    """Loss = (1 - ssim_lambda) * L1 + ssim_lambda * (1 - SSIM)."""
-
-    # ---- densification ----
-    strategy: Literal["default", "mcmc"] = "default"
-    """default: split/duplicate/prune (3DGS's adaptive density control). mcmc: 3DGS-MCMC relocation (gsplat kernels on CUDA, torch twins on CPU)."""
-    refine_start: int = 500
-    """First step of densification."""
-    refine_stop: int = 15_000
-    """Stop densifying after this step."""
-    refine_every: int = 100
-    """Densify every this many steps."""
-    reset_every: int = 3000
-    """Reset opacities every this many steps (default strategy)."""
-    grow_grad2d: float = 0.0002
-    """Split/duplicate Gaussians whose mean screen-space gradient is above this."""
-    grow_scale3d: float = 0.01
-    """Duplicate below / split above this 3D scale (times the scene extent)."""
-    prune_opa: float = 0.005
-    """Remove Gaussians less opaque than this."""
-    prune_scale3d: float = 0.1
-    """Remove Gaussians larger than this (times the scene extent)."""
-    absgrad: bool = False
-    """Densify on absolute screen-space gradients (AbsGS; raise grow_grad2d to ~0.0008)."""
-    cap_max: int = 1_000_000
-    """MCMC: maximum number of Gaussians."""
-    noise_lr: float = 5e5
-    """MCMC: position noise scale."""
-    opacity_reg: float = 0.0
-    """Opacity regulariser weight (MCMC uses 0.01)."""
-    scale_reg: float = 0.0
-    """Scale regulariser weight (MCMC uses 0.01)."""
-
-    # ---- bookkeeping ----
-    log_every: int = 100
-    """Read back and log loss/PSNR every this many steps (the only GPU sync in the loop)."""
-    checkpoint_every: int = 5000
-    """Write a checkpoint every this many steps (and at the end)."""
-    keep_checkpoints: int = 3
-    """How many checkpoints to keep."""
-    eval_every: int = 0
-    """Evaluate on the test views every this many steps (0: only at the end)."""
-    save_renders: bool = True
-    """Save the final test renders as PNG under renders/test/."""
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+DEFAULT_METHOD = TrainConfig.method
 
 
-def _preset(doc: str, **overrides) -> tuple[str, TrainConfig]:
-    return doc, dataclasses.replace(TrainConfig(), **overrides)
+def _renderer(method: str):
+    try:
+        return get_renderer(method)
+    except UnknownMethod as e:
+        raise UserError(str(e)) from None
 
 
-# What gsplat's simple_trainer changes for MCMC (`--strategy mcmc` alone keeps ADC's init).
-MCMC_FIELDS = dict(strategy="mcmc", init_opacity=0.5, init_scale=0.1, opacity_reg=0.01, scale_reg=0.01)
-
-# name -> (help, config). `default` is gsplat simple_trainer's 30k-step schedule.
-PRESETS: dict[str, tuple[str, TrainConfig]] = {
-    "default": _preset("30k steps: the full-quality schedule of 3DGS / gsplat's simple_trainer."),
-    "fast": _preset(
-        "7k steps of 3DGS-MCMC: relocation and +5% growth every 100 steps. On beer it beat "
-        "7k steps of ADC by ~2.7 dB test PSNR with fewer Gaussians (benchmarks/RESULTS.md).",
-        **MCMC_FIELDS, steps=7000, refine_stop=25_000, sh_degree_interval=500, checkpoint_every=7000,
-    ),
-    "fast-adc": _preset(
-        "7k steps of 3DGS adaptive density control, densifying until 3.5k (simple_trainer's 7k look).",
-        steps=7000, refine_stop=3500, sh_degree_interval=500, checkpoint_every=7000,
-    ),
-    "mcmc": _preset(
-        "30k steps with 3DGS-MCMC relocation, capped at 1M Gaussians.",
-        **MCMC_FIELDS, refine_stop=25_000,
-    ),
-    "cpu": _preset(
-        "What the demo uses on a CPU: ~1k steps at half resolution, ~3 minutes on 2 cores. "
-        "A short schedule, so larger position/scale/colour learning rates.",
-        steps=1000, downscale=2, sh_degree=1, sh_degree_interval=300, init_max_points=2000,
-        refine_start=100, refine_stop=700, refine_every=100, grow_grad2d=0.0004,
-        reset_every=100_000, lr_means=8e-4, lr_means_final=0.1, lr_scales=1e-2, lr_sh0=5e-3,
-        log_every=20, checkpoint_every=500,
-    ),
-}
+def config_class(method: str = DEFAULT_METHOD) -> type[TrainConfig]:
+    return _renderer(method).config_cls
 
 
-def preset(name: str) -> TrainConfig:
-    if name not in PRESETS:
-        from .errors import UserError
-
-        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    return dataclasses.replace(PRESETS[name][1])
+def presets_for(method: str = DEFAULT_METHOD) -> dict[str, tuple[str, TrainConfig]]:
+    return _renderer(method).presets
 
 
-def presets_help() -> str:
-    return "\n".join(f"  {name:<8} {doc}" for name, (doc, _) in PRESETS.items())
+# The default method's presets (what `splatlab train --preset` lists without --method).
+PRESETS = presets_for(DEFAULT_METHOD)
+
+
+def preset(name: str, method: str = DEFAULT_METHOD) -> TrainConfig:
+    """A copy of preset `name` of `method`, recording its own name."""
+    presets = presets_for(method)
+    if name not in presets:
+        raise UserError(f"unknown preset {name!r} for {method}; choose one of: {', '.join(presets)}")
+    return dataclasses.replace(presets[name][1], method=method, preset=name)
+
+
+def presets_help(method: str = DEFAULT_METHOD) -> str:
+    return "\n".join(f"  {name:<8} {doc}" for name, (doc, _) in presets_for(method).items())
+
+
+def config_from_json(d: dict) -> TrainConfig:
+    """A saved config.json -> the config of its method (old runs without `method` are splat)."""
+    return config_class(d.get("method") or DEFAULT_METHOD).from_json(d)
+
+
+def _flag(argv: list[str], name: str) -> bool:
+    return any(a == name or a.startswith(name + "=") for a in argv)
+
+
+def _cuda_wanted(argv: list[str]) -> bool:
+    """Will this run be on CUDA (an explicit --device, else whether CUDA is available)?"""
+    for i, a in enumerate(argv):
+        if a.startswith("--device="):
+            return a.split("=", 1)[1].startswith("cuda")
+        if a == "--device" and i + 1 < len(argv):
+            return argv[i + 1].startswith("cuda")
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def parse_train_args(argv: list[str]) -> tuple[TrainConfig, Optional[Path]]:
+    """--method, --preset and --resume first; every other flag overrides a field of the
+    preset (or of the resumed run's saved config)."""
+    import argparse
+
+    import tyro
+
+    from . import runs
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default=None)
+    pre.add_argument("--resume", default=None)
+    pre.add_argument("--method", default=None)
+    known, rest = pre.parse_known_args(argv)
+    resume = None
+    if known.resume is not None:
+        resume = Path(known.resume)
+        if not runs.is_run_dir(resume):
+            raise UserError("not a splatlab run folder (no config.json) to resume", resume)
+        if runs.latest_checkpoint(resume) is None:
+            raise UserError("run folder has no checkpoint to resume from", resume / runs.CHECKPOINT_DIR)
+        if _flag(argv, "--preset"):
+            raise UserError("--resume continues with the run's saved config; drop --preset")
+        base = config_from_json(runs._read_json(resume / "config.json"))
+        if known.method is not None and known.method != base.method:
+            raise UserError(f"--resume continues a {base.method} run; drop --method {known.method}")
+        method = base.method
+    else:
+        method = known.method or DEFAULT_METHOD
+        name = known.preset
+        if name is None:
+            # The 30k-step schedule would take hours on a CPU: pick the CPU preset there,
+            # say so, and let --preset override.
+            cpu = "cpu" in presets_for(method) and not _cuda_wanted(rest)
+            name = "cpu" if cpu else "default"
+            if cpu and not _flag(rest, "-h") and not _flag(rest, "--help"):
+                print("no CUDA GPU: using --preset cpu (pass --preset to choose another)", file=sys.stderr)
+        base = preset(name, method)
+    description = (
+        f"Train a scene representation (--method: {', '.join(RENDERERS)}; this help: {method}). "
+        "Pick a preset with --preset NAME (default: default), then override any field below."
+        f"\n\npresets:\n{presets_help(method)}"
+        "\n\n--resume RUN continues a run folder from its newest checkpoint, with its saved config."
+    )
+    cfg = tyro.cli(type(base), default=base, args=rest, description=description, prog="splatlab train")
+    return dataclasses.replace(cfg, method=method), resume
+
+
+__all__ = ["DEFAULT_METHOD", "PRESETS", "TrainConfig", "config_class", "config_from_json",
+           "parse_train_args", "preset", "presets_for", "presets_help"]

@@ -16,33 +16,31 @@ from typing_extensions import Annotated
 from .errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from splatlab.renderers.splat import SplatModel
+    from splatlab.renderers.base import Renderer
     from splatlab.scenes.types import Scene
 
 LPIPS_UNAVAILABLE = "unavailable: the `lpips` package or its AlexNet weights are not installed locally"
 
 
-def evaluate(model: "SplatModel", scene: "Scene", *, device, renders_dir: Optional[Path] = None) -> dict:
+def evaluate(renderer: "Renderer", scene: "Scene", *, device, renders_dir: Optional[Path] = None) -> dict:
     """Render every test view (scene background, full SH degree, deterministic) and
     score it against the image as training loads it. Returns the means and per-view values."""
     import numpy as np
     import torch
 
+    from .data import cameras_on
     from .metrics import lpips_fn, mean_or_none, psnr, ssim
 
     lp = lpips_fn(device)
     idx = scene.test_idx
-    cams = scene.cameras[idx].to(device) if idx else None
+    cams = cameras_on(scene.cameras[idx], device) if idx else None
     bg = None if scene.background is None else torch.tensor([scene.background], device=device)
     views = []
     if renders_dir is not None:
         renders_dir.mkdir(parents=True, exist_ok=True)
-    viewmats, Ks = (cams.viewmats(), cams.Ks()) if idx else (None, None)
     with torch.no_grad():
         for j, i in enumerate(idx):
-            w, h = int(cams.width[j]), int(cams.height[j])
-            out = model.render(viewmats[j : j + 1], Ks[j : j + 1], w, h, backgrounds=bg)
-            img = out.rgb.clamp(0, 1)
+            img = renderer.render(cams[j], background=bg).rgb.clamp(0, 1)
             gt = torch.from_numpy(scene.images[i]).to(device).unsqueeze(0).float() / 255.0
             view = {"name": scene.images.names[i], "psnr": float(psnr(img, gt)[0]),
                     "ssim": float(ssim(img, gt)[0]), "lpips": None if lp is None else float(lp(img, gt)[0])}
@@ -76,8 +74,8 @@ def run(argv: list[str]) -> int:
     import json
 
     from . import runs
-    from .config import TrainConfig
-    from .train import load_data, resolve_device
+    from .config import config_from_json
+    from .data import load_data, resolve_device
 
     args = tyro.cli(EvalArgs, args=argv, prog="splatlab eval",
                     description="Re-render a run's test views and recompute its metrics.")
@@ -97,12 +95,14 @@ def run(argv: list[str]) -> int:
     if old.get("device") and str(device) != old["device"]:
         print(f"note: trained on {old['device']}, evaluating on {device}: small differences are expected")
     loaded = runs.load_target(run_dir, device)
-    cfg = TrainConfig.from_json(json.loads((run_dir / "config.json").read_text()))
+    cfg = config_from_json(runs._read_json(run_dir / "config.json"))
     scene = load_data(cfg)
-    m = evaluate(loaded.model, scene, device=device,
+    m = evaluate(loaded.renderer, scene, device=device,
                  renders_dir=run_dir / "renders" / "test" if args.save else None)
 
-    print(f"{run_dir} (step {loaded.step:,}, {loaded.model.num_gaussians:,} Gaussians, "
+    stats = ", ".join(f"{v:,} {k}" if isinstance(v, int) else f"{k} {v}"
+                      for k, v in loaded.renderer.stats().items())
+    print(f"{run_dir} ({loaded.method}, step {loaded.step:,}, {stats}, "
           f"{m['num_test_views']} test views, {device})")
     print(f"{'metric':<7}{'now':>10}{'metrics.json':>14}{'diff':>10}")
     for key in ("psnr", "ssim", "lpips"):

@@ -2,8 +2,8 @@
 
 The training loop emits; the progress display, the JSONL log and the live viewer
 subscribe. Handlers run inline, in subscription order, on the training thread, so a
-handler must be cheap (the viewer adapter throttles itself) and may block only on
-purpose (the viewer's pause button).
+handler must be cheap (the viewer adapter throttles itself) and never blocks (the
+viewer's pause button is a flag the loop checks between steps).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ class TrainStarted:
     run_dir: str
     scene: str
     method: str
-    strategy: str
+    preset: Optional[str]
     device: str
     start_step: int  # > 0 when resuming
     total_steps: int
     num_train: int
     num_test: int
-    num_gaussians: int
+    stats: dict  # the renderer's stats(), e.g. {"Gaussians": 100000}
 
 
 @dataclass(frozen=True)
@@ -37,18 +37,18 @@ class StepDone:
     total_steps: int
     loss: float
     psnr: float  # train-view PSNR, averaged over the window
-    num_gaussians: int
-    sh_degree: int
-    lr_means: float
+    stats: dict  # the renderer's stats(), e.g. {"Gaussians": 100000}
+    lrs: dict  # learning rate of each parameter group at this step
     steps_per_sec: float
     train_seconds: float  # so far, excluding evaluation, checkpoints and pauses
 
 
 @dataclass(frozen=True)
 class RefineDone:
+    """The model's structure changed (densified, pruned, relocated)."""
+
     step: int
-    before: int
-    after: int
+    note: str  # the renderer's words, e.g. "12,000 -> 13,500 Gaussians"
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,12 @@ class EvalDone:
 
 
 @dataclass(frozen=True)
-class SplatsUpdated:
-    """The model changed; not logged. `model` is the live SplatModel (read it under
-    torch.no_grad and detach/copy what you keep)."""
+class ModelUpdated:
+    """A step changed the model; not logged. `renderer` is the live renderer: read it under
+    torch.no_grad and keep only `renderer.live_copy()`."""
 
     step: int
-    model: Any
-    sh_degree: int
-    num_gaussians: int
+    renderer: Any
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,7 @@ class Note:
 
 
 # Events not written to log.jsonl (they carry live objects).
-UNLOGGED = (SplatsUpdated,)
+UNLOGGED = (ModelUpdated,)
 
 Handler = Callable[[Any], None]
 

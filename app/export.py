@@ -55,6 +55,10 @@ def run(argv: list[str]) -> int:
     from .runs import load_target
 
     target = load_target(opts.run)
+    supported = type(target.renderer).exports
+    if fmt not in supported:
+        raise UserError(f"a {target.method} model cannot be exported as {fmt}; {target.method} "
+                        f"supports: {', '.join(supported) or 'no export formats'}", opts.run)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         message = module.export(target, opts)

@@ -13,7 +13,7 @@ from pathlib import Path
 import sys
 from collections import Counter
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Optional
 
 import tyro
 
@@ -26,16 +26,23 @@ class InfoArgs:
     """Print one JSON object instead of a table."""
     downscale: int = 1
     """Describe the scene as it would load with this downscale factor."""
+    format: Annotated[Optional[str], tyro.conf.arg(metavar="NAME", help_behavior_hint="(default: guess)")] = None
+    """Read the folder as this format (colmap, nerfstudio, blender, llff) instead of guessing."""
+    images: Annotated[Optional[str], tyro.conf.arg(metavar="DIR", help_behavior_hint="(default: found)")] = None
+    """Images folder (COLMAP, LLFF), relative to the scene folder or the current one."""
+    colmap_path: Annotated[Optional[str], tyro.conf.arg(metavar="DIR", help_behavior_hint="(default: found)")] = None
+    """COLMAP sparse model folder (e.g. colmap/sparse/0), relative to the scene folder or the current one."""
 
 
-def describe(path: str, downscale: int = 1) -> dict:
-    """A plain-JSON summary of the scene at `path`."""
-    from splatlab.scenes import find_format, images
+def describe(path: str, downscale: int = 1, format: Optional[str] = None, images: Optional[str] = None,
+             colmap_path: Optional[str] = None) -> dict:
+    """A plain-JSON summary of the scene at `path`. Warnings go into the summary, not to stderr."""
+    from splatlab import scenes
 
-    fmt = find_format(path if path != "demo" else None)
-    if fmt is images:
-        return images.describe(path)
-    scene = fmt.load(path if path != "demo" else None, downscale=downscale)
+    target = path if path != "demo" else None
+    if format is None and images is None and colmap_path is None and scenes.find_format(target) is scenes.images_format:
+        return scenes.images_format.describe(path)
+    scene = scenes.read_scene(target, downscale=downscale, format=format, images=images, colmap_path=colmap_path)
     cams = scene.cameras
     sizes = Counter(tuple(s) for s in scene.meta.get("source_sizes", []))
     if not sizes:
@@ -66,8 +73,10 @@ def describe(path: str, downscale: int = 1) -> dict:
         "background": None if scene.background is None else list(scene.background),
         "warnings": list(scene.warnings),
     }
-    if scene.meta.get("image_dir"):
-        out["image_dir"] = scene.meta["image_dir"]
+    for k in ("image_dir", "layout", "masks"):
+        if scene.meta.get(k):
+            out[k] = scene.meta[k]
+    out["name"] = scene.name
     return out
 
 
@@ -85,7 +94,12 @@ def _print_table(info: dict) -> None:
                   + (f"  (mixed: {info['image_sizes']})" if len(info["image_sizes"]) > 1 else ""))
         t.add_row("next step", info["hint"])
     else:
+        t.add_row("name", info["name"])
+        if info.get("layout"):
+            t.add_row("layout", info["layout"])
         t.add_row("images", f"{info['num_images']}  (train {info['num_train']}, test {info['num_test']})")
+        if info.get("image_dir"):
+            t.add_row("image folder", info["image_dir"] + (f"  (masks: {info['masks']})" if info.get("masks") else ""))
         size = f"{info['image_size'][0]}x{info['image_size'][1]}"
         if len(info["image_sizes"]) > 1:
             size += f"  (mixed: {info['image_sizes']})"
@@ -121,12 +135,16 @@ def describe_model(path: str) -> dict:
 
     from .runs import load_target
 
+    from splatlab.viewer.splats import centers
+
     t = load_target(path)
-    means = t.normalization.invert_points(t.model.means.detach().double().numpy())
+    c = centers(t.renderer)
+    means = np.zeros((0, 3)) if c is None else t.normalization.invert_points(c.double().cpu().numpy())
     finite = np.isfinite(means).all(1)
     info = {
-        "path": str(path), "format": t.kind, "num_gaussians": t.model.num_gaussians,
-        "sh_degree": t.model.sh_degree,
+        "path": str(path), "format": t.kind, "method": t.method, "preset": t.preset,
+        "stats": t.renderer.stats(), **t.renderer.metrics(),
+        "sh_degree": getattr(t.renderer, "sh_degree", None),
         "bounds_min": means[finite].min(0).tolist() if finite.any() else None,
         "bounds_max": means[finite].max(0).tolist() if finite.any() else None,
         "step": t.step, "scene": None, "metrics": None, "warnings": [],
@@ -147,7 +165,10 @@ def _print_model(info: dict) -> None:
     t.add_column(style="bold")
     t.add_column()
     t.add_row("kind", info["format"])
-    t.add_row("Gaussians", f"{info['num_gaussians']:,} (SH degree {info['sh_degree']})")
+    t.add_row("method", info["method"] + (f" (preset {info['preset']})" if info["preset"] else ""))
+    for k, v in info["stats"].items():
+        sh = f" (SH degree {info['sh_degree']})" if info["sh_degree"] is not None else ""
+        t.add_row(k, (f"{v:,}" if isinstance(v, int) else str(v)) + sh)
     if info["bounds_min"] is not None:
         fmt = lambda v: " ".join(f"{x:.3g}" for x in v)  # noqa: E731
         t.add_row("bounds", f"[{fmt(info['bounds_min'])}] .. [{fmt(info['bounds_max'])}] (original coordinates)")
@@ -165,7 +186,8 @@ def _print_model(info: dict) -> None:
 def run(argv: list[str]) -> int:
     args = tyro.cli(InfoArgs, args=argv, prog="splatlab info", description=__doc__.split("\n\n")[0])
     model = args.path != "demo" and is_model(args.path)
-    info = describe_model(args.path) if model else describe(args.path, args.downscale)
+    info = describe_model(args.path) if model else describe(args.path, args.downscale, args.format, args.images,
+                                                            args.colmap_path)
     if args.json:
         # Warnings go into the object; keep stderr quiet so stdout is the one JSON object.
         sys.stdout.write(json.dumps(info) + "\n")

@@ -23,3 +23,26 @@ def photometric_loss(
                      gt.permute(0, 3, 1, 2).contiguous()).mean()
         loss = (1 - ssim_lambda) * l1 + ssim_lambda * (1 - s)
     return loss, diff.detach().square().mean()
+
+
+def batch_loss(out_rgb: Tensor, batch, rgb_loss: str, ssim_lambda: float) -> tuple[Tensor, Tensor]:
+    """The loop's photometric loss for a `Batch`: `rgb_loss` (l1 | mse) over the pixels
+    where `batch.mask` is 1, plus SSIM for image batches (unmasked, as 3DGS). Rays come
+    back as C=1, H=1, W=R. Returns (loss, detached mse for the train PSNR)."""
+    gt = batch.gt
+    rgb = out_rgb.reshape(gt.shape)
+    if batch.kind == "image" and batch.mask is None and rgb_loss == "l1":
+        return photometric_loss(rgb, gt, ssim_lambda)  # the fused 3DGS path, as before
+    diff = rgb - gt
+    per_px = diff.abs() if rgb_loss == "l1" else diff.square()
+    sq = diff.detach().square()
+    if batch.mask is None:
+        loss, mse = per_px.mean(), sq.mean()
+    else:
+        w = batch.mask.to(per_px.dtype).expand_as(per_px)
+        denom = w.sum().clamp_min(1.0)
+        loss, mse = (per_px * w).sum() / denom, (sq * w).sum() / denom
+    if batch.kind == "image" and ssim_lambda > 0:
+        s = ssim_map(rgb.permute(0, 3, 1, 2).contiguous(), gt.permute(0, 3, 1, 2).contiguous()).mean()
+        loss = (1 - ssim_lambda) * loss + ssim_lambda * (1 - s)
+    return loss, mse

@@ -16,6 +16,10 @@ def _fmt_seconds(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+def _fmt_stats(stats: dict) -> str:
+    return ", ".join(f"{v:,} {k}" if isinstance(v, int) else f"{k} {v}" for k, v in stats.items())
+
+
 class ProgressDisplay:
     def __init__(self, console=None, plain_interval_s: float = 5.0):
         from rich.console import Console
@@ -38,8 +42,8 @@ class ProgressDisplay:
         self._start_step = e.start_step
         verb = f"resuming at step {e.start_step:,}" if e.start_step else "training"
         self.console.print(
-            f"[bold]{verb}[/] {e.method}/{e.strategy} on [bold]{e.scene}[/] "
-            f"({e.num_train} train / {e.num_test} test views, {e.num_gaussians:,} Gaussians, {e.device})"
+            f"[bold]{verb}[/] {e.method}" + (f" ({e.preset})" if e.preset else "") + f" on [bold]{e.scene}[/] "
+            f"({e.num_train} train / {e.num_test} test views, {_fmt_stats(e.stats)}, {e.device})"
         )
         self.console.print(f"run folder: {e.run_dir}")
         if self.live:
@@ -58,7 +62,7 @@ class ProgressDisplay:
         done = e.step - self._start_step
         rate = done / e.train_seconds if e.train_seconds > 0 else float("nan")
         eta = (e.total_steps - e.step) / rate if rate == rate and rate > 0 else float("nan")
-        return (f"loss {e.loss:.4f}  PSNR {e.psnr:5.2f}  {e.num_gaussians:,} G  "
+        return (f"loss {e.loss:.4f}  PSNR {e.psnr:5.2f}  {_fmt_stats(e.stats)}  "
                 f"{e.steps_per_sec:6.1f} steps/s  ETA {_fmt_seconds(eta)}")
 
     def _on_StepDone(self, e: ev.StepDone) -> None:
@@ -74,7 +78,7 @@ class ProgressDisplay:
         (self._progress.console if self._progress is not None else self.console).print(text)
 
     def _on_RefineDone(self, e: ev.RefineDone) -> None:
-        pass  # the Gaussian count shows on the bar; the log keeps every refine
+        pass  # the model's stats show on the bar; the log keeps every refine
 
     def _on_EvalDone(self, e: ev.EvalDone) -> None:
         lp = "unavailable" if e.lpips is None else f"{e.lpips:.4f}"

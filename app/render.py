@@ -8,9 +8,7 @@ is missing. The JSON path schema is in `camera_paths.py`.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
@@ -77,17 +75,20 @@ def build_cameras(target, args: RenderArgs):
 
 
 def render_frames(target, cams, sh_degree: Optional[int] = None):
-    """Yield uint8 H W 3 frames of `target.model` seen from `cams`."""
+    """Yield uint8 H W 3 frames of `target.renderer` seen from `cams` (the SH degree
+    applies to renderers that offer `with_render_options`)."""
     import torch
 
     bg = None
     if target.scene_json is not None and target.scene_json.get("background") is not None:
         bg = torch.tensor([target.scene_json["background"]], dtype=torch.float32)
-    viewmats, Ks = cams.viewmats(), cams.Ks()
-    W, H = int(cams.width[0]), int(cams.height[0])
+    renderer = target.renderer
+    if sh_degree is not None and hasattr(renderer, "with_render_options"):
+        renderer = renderer.with_render_options(sh_degree=sh_degree)
     for i in range(len(cams)):
+        cam = cams[i]
         with torch.no_grad():
-            out = target.model.render(viewmats[i : i + 1], Ks[i : i + 1], W, H, sh_degree=sh_degree, backgrounds=bg)
+            out = renderer.render(cam, background=bg)
         yield (out.rgb[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
 
@@ -132,34 +133,23 @@ def run(argv: list[str]) -> int:
 
     import imageio.v2 as imageio
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target, rename at the end: an interrupted render leaves nothing behind.
-    if video:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
-        os.close(fd)
-    else:
-        tmp = tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with Progress(transient=True) as bar:
-            task = bar.add_task(f"rendering {len(cams)} frames {W}x{H}", total=len(cams))
-            if video:
-                # macro_block_size=1: keep the exact size instead of ffmpeg-padding to 16.
-                with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8,
-                                        macro_block_size=1, ffmpeg_log_level="error") as writer:
-                    for frame in render_frames(target, cams, args.sh_degree):
-                        writer.append_data(frame)
-                        bar.advance(task)
-            else:
-                for i, frame in enumerate(render_frames(target, cams, args.sh_degree)):
-                    imageio.imwrite(os.path.join(tmp, f"frame_{i:05d}.png"), frame)
+    from splatlab.scenes.files import atomic_path
+
+    # Write beside the target, rename at the end: an interrupted render leaves nothing
+    # behind and never a broken file under the real name. _check_output allowed
+    # replacing an existing frames folder (it holds only our frames).
+    with atomic_path(out, directory=not video) as tmp, Progress(transient=True) as bar:
+        task = bar.add_task(f"rendering {len(cams)} frames {W}x{H}", total=len(cams))
+        if video:
+            # macro_block_size=1: keep the exact size instead of ffmpeg-padding to 16.
+            with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8,
+                                    macro_block_size=1, ffmpeg_log_level="error") as writer:
+                for frame in render_frames(target, cams, args.sh_degree):
+                    writer.append_data(frame)
                     bar.advance(task)
-        if not video and out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
-        elif os.path.exists(tmp):
-            os.unlink(tmp)
+        else:
+            for i, frame in enumerate(render_frames(target, cams, args.sh_degree)):
+                imageio.imwrite(tmp / f"frame_{i:05d}.png", frame)
+                bar.advance(task)
     print(f"wrote {len(cams)} frames ({W}x{H}{f', {fps:g} fps' if video else ''}) to {out}")
     return 0

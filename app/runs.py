@@ -9,11 +9,15 @@ A run folder holds:
     log.jsonl          one JSON object per logged event
     renders/test/      per-view test renders
 
-A checkpoint is a `torch.save` dict: {"version": 1, "step": int, "model": SplatModel.state(),
-"optimizers": {name: state_dict}, "strategy_state": dict, "config": dict,
-"normalization": Normalization.to_json()}.
+A checkpoint is a `torch.save` dict of tensors and primitives only (read back with
+`weights_only=True`): {"version": 2, "method": str, "preset": str|None, "step": int,
+"model": renderer.state_dict(), "optimizers": {group name: state_dict}, "config": dict,
+"normalization": Normalization.to_json(), "train_seconds": float, "rng": {...}}.
+Version 1 (no "method": a splat run) kept the strategy state beside the model, under
+"strategy_state"; `load_checkpoint` reads both.
 
-`load_target(path)` accepts a run folder, a checkpoint file or any 3DGS PLY.
+`load_target(path)` accepts a run folder, a checkpoint file or a model file a renderer
+opens (a 3DGS PLY). The method is read from the checkpoint, never guessed.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from splatlab.renderers.common import atomic_write_bytes
 from .errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_VERSION = 2
+# What a run folder holds that splatlab wrote (what --overwrite may remove).
+RUN_FILES = ("config.json", "scene.json", "log.jsonl", "metrics.json", "splat.ply", "viewer_crop.json")
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -101,9 +108,10 @@ def cameras_from_json(d: dict):
 
 @dataclass
 class Loaded:
-    """A model ready to render, whatever it was loaded from."""
+    """A renderer ready to render, whatever it was loaded from."""
 
-    model: Any  # SplatModel, in the normalized frame
+    renderer: Any  # a renderers.base.Renderer, in the normalized frame
+    method: str
     normalization: Any  # Normalization: normalized = scale * R @ original + t
     kind: str  # "run" | "checkpoint" | "ply"
     path: Path
@@ -111,6 +119,13 @@ class Loaded:
     scene_json: Optional[dict] = None  # cameras etc., when loaded from a run
     config: Optional[dict] = None
     step: Optional[int] = None
+    preset: Optional[str] = None
+
+    @property
+    def model(self):
+        """The renderer's underlying model where it has one (a splat run's SplatModel),
+        for method-specific exporters; generic code uses `renderer`."""
+        return getattr(self.renderer, "model", self.renderer)
 
     def cameras(self):
         """The run's cameras (normalized frame), or None for a bare PLY."""
@@ -127,20 +142,125 @@ def _read_json(path: Path) -> dict:
 
 
 def load_checkpoint(path: Path, device="cpu") -> dict:
+    """A checkpoint, read with `weights_only=True` (a file can never run code), in the
+    current layout (a version-1 splat checkpoint is migrated)."""
+    import pickle
+
     import torch
 
+    path = Path(path)
     try:
-        return torch.load(path, map_location=device, weights_only=False)
+        ck = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise UserError("checkpoint not found", path) from None
-    except Exception as e:  # corrupt / truncated / not a checkpoint
+    except IsADirectoryError:
+        raise UserError("is a folder, not a checkpoint", path) from None
+    except pickle.UnpicklingError:
+        raise UserError("refused: the checkpoint holds objects other than tensors and plain "
+                        "values (it could run code); not loading it", path) from None
+    except Exception as e:  # noqa: BLE001 - corrupt / truncated / not a checkpoint
         raise UserError(f"not a readable splatlab checkpoint ({type(e).__name__})", path) from None
+    if not isinstance(ck, dict) or not isinstance(ck.get("model"), dict):
+        raise UserError("not a splatlab checkpoint (no model in it)", path)
+    if "method" not in ck:  # version 1: splat only, strategy state beside the model
+        ck["method"] = "splat"
+        ck["model"] = {**ck["model"], "strategy_state": ck.pop("strategy_state", None)}
+    ck.setdefault("preset", (ck.get("config") or {}).get("preset"))
+    return ck
+
+
+def newest_good_checkpoint(run_dir: Path, device="cpu", warn=None) -> tuple[Path, dict]:
+    """The newest checkpoint of a run that loads; corrupt newer ones are skipped with one
+    `warn(line)` each. Raises UserError when there is none."""
+    import sys
+
+    warn = warn or (lambda line: print(f"warning: {line}", file=sys.stderr))
+    ckpts = sorted((Path(run_dir) / CHECKPOINT_DIR).glob("step_*.pt"), reverse=True)
+    if not ckpts:
+        raise UserError("run folder has no checkpoints yet", Path(run_dir) / CHECKPOINT_DIR)
+    first_error = None
+    for p in ckpts:
+        try:
+            ck = load_checkpoint(p, device)
+        except UserError as e:
+            first_error = first_error or e
+            continue
+        if p != ckpts[0]:
+            warn(f"{ckpts[0]} is unreadable; using {p.name}, the newest good checkpoint")
+        return p, ck
+    raise first_error
+
+
+def set_aside_newer(run_dir: Path, resumed: Path) -> None:
+    """Rename checkpoints newer than `resumed` (unreadable ones a resume skipped) to
+    `*.pt.unreadable`, so the resumed run's own checkpoints are the newest ones (kept, not
+    deleted: splatlab never removes what it cannot read)."""
+    for p in sorted((Path(run_dir) / CHECKPOINT_DIR).glob("step_*.pt")):
+        if p.name > Path(resumed).name:
+            p.rename(p.with_name(p.name + ".unreadable"))
+
+
+def save_checkpoint(run_dir: Path, step: int, ck: dict, keep: int) -> Path:
+    """Write `ck` (tensors moved to the CPU) as step `step`, atomically, and keep the
+    newest `keep` checkpoints."""
+    path = checkpoint_path(run_dir, step)
+    atomic_torch_save(path, {"version": CHECKPOINT_VERSION, "step": step, **_to_cpu(ck)})
+    old = sorted((Path(run_dir) / CHECKPOINT_DIR).glob("step_*.pt"))
+    for p in old[: max(len(old) - max(keep, 1), 0)]:
+        p.unlink(missing_ok=True)
+    return path
+
+
+def _to_cpu(obj):
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def prepare_output(run_dir: Path, *, overwrite: bool, dataset: Optional[Path] = None) -> None:
+    """Refuse a run folder that would mix runs or write into the dataset: an existing
+    non-empty folder is used only with `overwrite`, and only when it is a previous run
+    (then only the files splatlab wrote are removed)."""
+    run_dir = Path(run_dir)
+    if dataset is not None:
+        d, r = Path(dataset).resolve(), run_dir.resolve()
+        if r == d or d in r.parents:
+            raise UserError("is inside the source dataset; choose an --output outside it", run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError("--output is a file, not a folder", run_dir)
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return
+    if not is_run_dir(run_dir):
+        raise UserError("--output is a non-empty folder that splatlab did not create; "
+                        "choose a new folder", run_dir)
+    if not overwrite:
+        raise UserError("--output already holds a run; continue it with --resume, choose a new "
+                        "folder, or pass --overwrite to replace it", run_dir)
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for pattern in ("step_*.pt", "step_*.pt.unreadable"):
+        for p in (run_dir / CHECKPOINT_DIR).glob(pattern):
+            p.unlink()
+    for p in (run_dir / "renders" / "test").glob("*.png"):
+        p.unlink()
+
+
+def _normalization(d):
+    from splatlab.scenes.types import Normalization
+
+    return Normalization.from_json(d or {"scale": 1.0, "translation": [0, 0, 0]})
 
 
 def load_target(path: Path | str, device="cpu") -> Loaded:
-    """A run folder, a checkpoint (.pt) or a 3DGS .ply -> Loaded."""
-    from splatlab.renderers.splat import SplatModel
-    from splatlab.scenes.types import Normalization
+    """A run folder, a checkpoint (.pt) or a model file (a 3DGS .ply) -> Loaded; the
+    renderer is built by the method recorded in the checkpoint (`RENDERERS[method]`)."""
+    from splatlab.renderers import RENDERERS
 
     path = Path(path)
     if not path.exists():
@@ -148,31 +268,35 @@ def load_target(path: Path | str, device="cpu") -> Loaded:
     if path.is_dir():
         if not is_run_dir(path):
             raise UserError("not a splatlab run folder (no config.json)", path)
-        ckpt = latest_checkpoint(path)
-        if ckpt is None:
-            raise UserError("run folder has no checkpoints yet", path / CHECKPOINT_DIR)
-        loaded = load_target(ckpt, device)
+        ckpt, ck = newest_good_checkpoint(path, device)
+        loaded = _from_checkpoint(ckpt, ck, device)
         loaded.kind, loaded.path = "run", path
         return loaded
     if path.suffix == ".pt":
-        ck = load_checkpoint(path, device)
-        if not isinstance(ck, dict) or "model" not in ck:
-            raise UserError("not a splatlab checkpoint (no model in it)", path)
-        run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else None
-        scene_json = None
-        if run_dir is not None and (run_dir / "scene.json").exists():
-            scene_json = _read_json(run_dir / "scene.json")
-        return Loaded(
-            model=SplatModel.from_state(ck["model"], device),
-            normalization=Normalization.from_json(ck.get("normalization") or {"scale": 1.0, "translation": [0, 0, 0]}),
-            kind="checkpoint", path=path, run_dir=run_dir, scene_json=scene_json,
-            config=ck.get("config"), step=ck.get("step"),
-        )
-    if path.suffix.lower() == ".ply":
-        from splatlab.renderers.splat.io import read_ply  # PLY import lives with the model
-
-        model = read_ply(path).to(device)
-        # A PLY is in original coordinates: identity normalization.
-        return Loaded(model=model, normalization=Normalization(), kind="ply", path=path)
+        return _from_checkpoint(path, load_checkpoint(path, device), device)
+    for name, cls in RENDERERS.items():
+        if path.suffix.lower() in cls.file_suffixes:
+            # A model file is in original coordinates: identity normalization.
+            return Loaded(renderer=cls.from_file(path, device), method=name,
+                          normalization=_normalization(None), kind=path.suffix.lower()[1:], path=path)
     raise UserError("expected a run folder, a .pt checkpoint or a .ply file", path)
 
+
+def _from_checkpoint(path: Path, ck: dict, device) -> Loaded:
+    from splatlab.renderers import UnknownMethod, get_renderer
+
+    try:
+        cls = get_renderer(ck["method"])
+    except UnknownMethod as e:
+        raise UserError(str(e), path) from None
+    try:
+        renderer = cls.from_state(ck["model"], device)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"not a readable {ck['method']} checkpoint ({type(e).__name__})", path) from None
+    run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else None
+    scene_json = None
+    if run_dir is not None and (run_dir / "scene.json").exists():
+        scene_json = _read_json(run_dir / "scene.json")
+    return Loaded(renderer=renderer, method=ck["method"], normalization=_normalization(ck.get("normalization")),
+                  kind="checkpoint", path=path, run_dir=run_dir, scene_json=scene_json,
+                  config=ck.get("config"), step=ck.get("step"), preset=ck.get("preset"))

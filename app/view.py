@@ -51,18 +51,22 @@ def run(argv: list[str]) -> int:
     import torch
 
     from splatlab.viewer import serve
+    from splatlab.viewer.splats import num_primitives
 
     from .runs import load_target
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     loaded = load_target(args.target, device=device)
-    if loaded.model.num_gaussians == 0:
-        raise UserError("has no Gaussians to show", args.target)
+    if num_primitives(loaded.renderer) == 0:
+        raise UserError("has nothing to show (an empty model)", args.target)
+    if args.client_splats and not hasattr(loaded.renderer, "browser_splats"):
+        raise UserError(f"--client-splats needs Gaussians; a {loaded.method} model renders here only",
+                        args.target)
     sj = loaded.scene_json or {}
     crop_path = loaded.run_dir / "viewer_crop.json" if loaded.run_dir is not None else None
     try:
         server = serve(
-            loaded.model, cameras=loaded.cameras(), points=_initial_points(loaded),
+            loaded.renderer, cameras=loaded.cameras(), points=_initial_points(loaded),
             host=args.host, port=args.port, client_splats=args.client_splats,
             crop_path=crop_path, background=sj.get("background"),
             normalization=loaded.normalization, block=False,
@@ -72,8 +76,9 @@ def run(argv: list[str]) -> int:
     if server.port != args.port:
         print(f"port {args.port} is taken; using {server.port}", file=sys.stderr)
     mode = "browser-side splats" if args.client_splats else f"rendering on {device}"
-    print(f"splatlab viewer: {server.url}  ({loaded.model.num_gaussians:,} Gaussians, {mode}; Ctrl-C to stop)",
-          flush=True)
+    stats = ", ".join(f"{v:,} {k}" if isinstance(v, int) else f"{k} {v}"
+                      for k, v in loaded.renderer.stats().items())
+    print(f"splatlab viewer: {server.url}  ({loaded.method}: {stats}, {mode}; Ctrl-C to stop)", flush=True)
     # pycolmap (imported to read a COLMAP scene's points) installs glog's failure handler,
     # which answers SIGTERM with a native stack dump; stop quietly like Ctrl-C instead.
     import signal

@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
         elif e.step == total and state.get("t1") is None:  # before the final checkpoint/eval
             prof.stop()
             state["t1"] = time.perf_counter()
-            state["gaussians"] = e.num_gaussians
+            state["gaussians"] = e.stats.get("Gaussians", 0)
 
     bus = EventBus()
     bus.subscribe(on_step, StepDone)

@@ -23,9 +23,13 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import numpy as np
 
-from splatlab.viewer.wsclient import ViserTestClient, look_at_wxyz
+# The headless viser client lives with the tests (it is not part of the shipped package).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from wsclient import ViserTestClient, look_at_wxyz  # noqa: E402
 
 W, H, FOV = 1280, 720, math.radians(50)
 

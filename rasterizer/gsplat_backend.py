@@ -12,7 +12,7 @@ from typing import Optional
 from jaxtyping import Float
 from torch import Tensor
 
-from . import RenderMode, RenderOutput
+from .types import RenderMode, RenderOutput
 
 FIX = ("gsplat's CUDA build is unavailable: render on a CUDA device with gsplat's CUDA "
        "extension built (pip install gsplat==1.5.3 on a CUDA machine), or pass backend='reference'")

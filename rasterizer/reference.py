@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from . import RenderMode, RenderOutput
+from .types import RenderMode, RenderOutput
 from .sh import sh_to_color
 
 ALPHA_THRESHOLD = 1.0 / 255.0

@@ -11,10 +11,21 @@ The training loop (app/train.py) does, per step:
     loss.backward(); optimizers step (lrs from renderer.param_groups schedules)
     renderer.after_step(step, out, optimizers)  # densify / relocate / update samplers
 
-and owns everything else: optimizers, logging, checkpoints, eval, the viewer feed.
+Before the first step (fresh or resumed) the loop calls `renderer.setup_training(cfg,
+scene)`; after the last, `renderer.write_outputs(run_dir, normalization)` writes the
+method's final artefact (splat.ply for splats). The loop owns everything else: optimizers, logging, checkpoints, eval, the viewer feed.
 State that a checkpoint holds is tensors and primitives only (loadable with
 `torch.load(..., weights_only=True)`); the method's name is saved beside it and read
 back through the registry, never guessed.
+
+Optional capabilities: the viewer and exporters look for these with `getattr` and do
+without them (a method that lacks one simply does not offer the feature):
+
+    sh_degree: int                          the maximum SH degree (viewer slider)
+    with_render_options(sh_degree, near_plane, far_plane) -> Renderer   a cheap view
+    centers() -> Tensor N 3                 primitive centres (crop box, camera target, bounds)
+    cropped(lo, hi) -> Renderer             only the primitives inside an axis-aligned box
+    browser_splats() -> dict of arrays      colour-only splats for viser's browser renderer
 
 Conventions (rasterizer/CONVENTIONS.md): OpenCV camera axes, world->camera view
 matrices, colours in [0, 1] composited over `background`, depth is camera z.
@@ -27,10 +38,14 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
 
+import tyro
 from jaxtyping import Float, Int
 from torch import Tensor
+from typing_extensions import Annotated
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
     import torch
 
     from splatlab.scenes.types import Cameras, Scene
@@ -95,13 +110,17 @@ class TrainConfig:
     A method's config subclasses this with its own flat fields (one dataclass, no nesting);
     attribute docstrings are the CLI help; it is saved as plain JSON of primitives."""
 
-    data: Optional[str] = None
+    data: Annotated[Optional[str], tyro.conf.Positional] = None
     """Scene folder (COLMAP, nerfstudio, Blender, LLFF), a photo folder or video (posed by
     `splatlab process`), or `demo` (the default): the built-in procedural scene."""
     method: str = "splat"
     """Scene representation to train."""
+    preset: Annotated[Optional[str], tyro.conf.Suppress] = None
+    """The preset this config started from (set by the CLI, saved with the run)."""
     output: Optional[str] = None
     """Run folder to create (default: runs/<scene>-<date>-<time> under the current directory)."""
+    overwrite: bool = False
+    """Replace a previous run in --output (only the files splatlab wrote there)."""
     viewer: bool = False
     """Open the live browser viewer while training."""
     viewer_port: int = 8080
@@ -114,6 +133,8 @@ class TrainConfig:
     """Number of optimisation steps."""
     downscale: int = 1
     """Load images at 1/downscale resolution."""
+    random_background: bool = False
+    """For scenes with alpha: composite on a random colour each step (robust transparent backgrounds)."""
     rgb_loss: Literal["l1", "mse"] = "l1"
     """Photometric loss on the colours (the loop computes it, masked by `Batch.mask`)."""
     ssim_lambda: float = 0.2
@@ -148,6 +169,7 @@ class Renderer(ABC):
     presets: ClassVar[dict[str, tuple[str, "TrainConfig"]]]  # name -> (one-line help, config)
     batch_kind: ClassVar[BatchKind] = "image"
     exports: ClassVar[tuple[str, ...]] = ()  # export formats this method supports
+    file_suffixes: ClassVar[tuple[str, ...]] = ()  # model files it opens with `from_file` (".ply")
 
     # ---- construction and state -------------------------------------------------------
     @classmethod
@@ -165,6 +187,11 @@ class Renderer(ABC):
     def from_state(cls, state: dict[str, Any], device: "torch.device | str" = "cpu") -> "Renderer":
         """Inverse of `state_dict`."""
 
+    @classmethod
+    def from_file(cls, path: "Path", device: "torch.device | str" = "cpu") -> "Renderer":
+        """A model from one of `file_suffixes` (original coordinates)."""
+        raise NotImplementedError(f"{cls.__name__} opens no model files")
+
     @property
     @abstractmethod
     def device(self) -> "torch.device":
@@ -180,6 +207,11 @@ class Renderer(ABC):
         with_depth: bool = False,
     ) -> Rendered:
         """Full images from `cameras` (on this renderer's device), at full quality."""
+
+    def setup_training(self, cfg: Any, scene: "Scene") -> None:
+        """Called once before the first step, fresh or resumed (after `from_state`), with the
+        run's config: build method-side training state (schedules, a densification
+        strategy) that `from_state` did not restore."""
 
     def train_render(self, batch: Batch, step: int) -> Rendered:
         """The training forward pass (a method may use `step` for schedules)."""
@@ -207,6 +239,15 @@ class Renderer(ABC):
     def stats(self) -> dict[str, Any]:
         """Numbers for the live display and viewer, by human-readable name
         (e.g. {"Gaussians": 100000} or {"hash grid": "2^19 x 16 levels"})."""
+
+    def metrics(self) -> dict[str, Any]:
+        """Machine-readable numbers for metrics.json (e.g. {"num_gaussians": 100000})."""
+        return {}
+
+    def write_outputs(self, run_dir: "Path", normalization: Any) -> list["Path"]:
+        """Write the method's final artefact into the run folder (in the dataset's original
+        coordinates, given the scene's `Normalization`); returns what it wrote."""
+        return []
 
     def live_copy(self) -> "Renderer":
         """A detached, render-ready snapshot for the viewer to read while training goes on."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import Frame, build_scene, image_size
-from .nerfstudio import frame_intrinsics, frame_pose, image_file, read_json
+from .nerfstudio import _is_file, checked_path, frame_intrinsics, frame_pose, image_file, read_json
 from .types import Scene, SceneError
 
 NAME = "blender"
@@ -34,10 +34,11 @@ def _frames(tp: Path, split: str) -> list[Frame]:
     for k, fr in enumerate(raw):
         if not isinstance(fr, dict) or "file_path" not in fr:
             raise SceneError(tp, f"frame {k} has no file_path")
-        img = image_file(tp.parent, str(fr["file_path"]))
-        if size is None and "w" not in meta and img.is_file():
+        fp = checked_path(fr["file_path"], tp, f"frame {k}'s file_path")
+        img = image_file(tp.parent, fp)
+        if size is None and "w" not in meta and _is_file(img):
             size = image_size(img)
-        name = f"{split}/{Path(str(fr['file_path'])).name}"
+        name = f"{split}/{Path(fp).name}"
         out.append(Frame(img, frame_pose(fr, tp, name), frame_intrinsics(meta, fr, img, tp, size=size), name=name))
     return out
 

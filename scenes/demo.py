@@ -24,7 +24,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .types import Cameras, ImageSet, Mesh, Normalization, Scene, SceneError, look_at
+from .geometry import Normalization, fov_to_focal, look_at
+from .types import Cameras, ImageSet, Mesh, Scene, SceneError
 
 NAME = "demo"
 BACKGROUND = (0.62, 0.72, 0.86)
@@ -469,7 +470,7 @@ def load(
     if background is not None and tuple(background) != BACKGROUND:
         raise SceneError(NAME, f"the demo renders on its own background {BACKGROUND}; it cannot be changed")
     w, h = max(8, round(width / downscale)), max(8, round(height / downscale))
-    fx = 0.5 * w / np.tan(np.deg2rad(fov_x_deg) / 2)
+    fx = fov_to_focal(np.deg2rad(fov_x_deg), w)
     C = num_views
     true_c2w = orbit_camtoworlds(C)
     cams = Cameras(

@@ -17,8 +17,11 @@ def folder(path) -> Path | None:
     """The folder holding the photos: PATH itself or PATH/images."""
     p = Path(path)
     for d in (p, p / "images"):
-        if list_images(d):
-            return d
+        try:
+            if list_images(d):
+                return d
+        except SceneError:  # unreadable: not a photo folder we can use
+            continue
     return None
 
 

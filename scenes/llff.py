@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import Frame, Intrinsics, build_scene, list_images
+from .common import MAX_SIDE, Frame, Intrinsics, build_scene, list_images
 from .types import Scene, SceneError
 
 NAME = "llff"
@@ -29,29 +29,47 @@ def llff_to_opencv(pose: np.ndarray) -> np.ndarray:
     return c2w
 
 
-def load(path, *, downscale: int = 1, test_every: int = 8, background=None) -> Scene:
+MAX_ROWS = 100_000
+
+
+def read_poses_bounds(pb_path: Path) -> np.ndarray:
+    """N x 17 float64 from a .npy file: no pickles, memory bounded by the file's size."""
+    try:
+        pb = np.load(pb_path, mmap_mode="r", allow_pickle=False)
+    except Exception as e:  # numpy raises several types for a bad header or a short file
+        raise SceneError(pb_path, f"cannot read as a .npy array ({type(e).__name__}: {e})") from None
+    if not isinstance(pb, np.ndarray):  # an .npz archive
+        raise SceneError(pb_path, "is an .npz archive, expected a single .npy array")
+    if pb.dtype.kind not in "fiu":
+        raise SceneError(pb_path, f"holds {pb.dtype} values, expected real numbers")
+    if pb.ndim != 2 or pb.shape[1] != 17 or not 0 < pb.shape[0] <= MAX_ROWS:
+        raise SceneError(pb_path, f"expected an N x 17 array (N in 1..{MAX_ROWS}), got shape {pb.shape}")
+    return np.asarray(pb, dtype=np.float64)
+
+
+def load(path, *, downscale: int = 1, test_every: int = 8, background=None, images: Path | None = None) -> Scene:
     root = Path(path)
     pb_path = root / "poses_bounds.npy"
-    try:
-        pb = np.load(pb_path)
-    except Exception as e:
-        raise SceneError(pb_path, f"cannot read ({type(e).__name__}: {e})") from None
-    if pb.ndim != 2 or pb.shape[1] != 17:
-        raise SceneError(pb_path, f"expected an N x 17 array, got shape {pb.shape}")
-    images = list_images(root / "images")
-    if len(images) != len(pb):
-        raise SceneError(root / "images", f"{len(images)} images but {pb_path.name} has {len(pb)} poses")
+    pb = read_poses_bounds(pb_path)
+    image_dir = root / "images" if images is None else (root / images if (root / images).is_dir() else Path(images))
+    if images is not None and not image_dir.is_dir():
+        raise SceneError(image_dir, "--images: no such folder")
+    files = list_images(image_dir)
+    if len(files) != len(pb):
+        raise SceneError(image_dir, f"{len(files)} images but {pb_path.name} has {len(pb)} poses")
     frames = []
-    for img, row in zip(images, pb):
+    for img, row in zip(files, pb):
         m = row[:15].reshape(3, 5)
         h, w, f = m[:, 4]
-        if not np.isfinite([h, w, f]).all():
+        if not np.isfinite(row[:15]).all():
             raise SceneError(img, f"camera pose is not finite (NaN/Inf) in {pb_path}")
+        if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
+            raise SceneError(pb_path, f"image size {w:g}x{h:g} for {img.name} is out of range (1..{MAX_SIDE})")
         intr = Intrinsics("PINHOLE", int(round(w)), int(round(h)), float(f), float(f), w / 2.0, h / 2.0)
         frames.append(Frame(img, llff_to_opencv(m), intr, name=img.name))
 
     def downscaled(p: Path, n: int) -> Path:
-        return root / f"images_{n}" / p.name
+        return image_dir.parent / f"{image_dir.name}_{n}" / p.name
 
     return build_scene(
         fmt=NAME, root=root, frames=frames, downscale=downscale, test_every=test_every, background=background,

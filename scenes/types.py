@@ -20,6 +20,9 @@ import torch
 from jaxtyping import Float, Int, UInt8
 from torch import Tensor
 
+# Re-exported: loaders and callers have always found these here; they live in geometry.
+from .geometry import Normalization, look_at  # noqa: F401
+
 
 class SceneError(Exception):
     """A user-facing input problem: one line naming the file and what is wrong."""
@@ -96,61 +99,6 @@ class Cameras:
         )
 
 
-def look_at(eye: Float[np.ndarray, "*P 3"], target, up=(0.0, 0.0, 1.0)) -> Float[np.ndarray, "*P 4 4"]:
-    """OpenCV camera-to-world matrices (+x right, +y down, +z forward) at `eye` looking at
-    `target`, with `up` (world) pointing up in the image. Batched over leading dims; when
-    up is parallel to the view direction another axis stands in for it."""
-    eye = np.asarray(eye, dtype=np.float64)
-    fwd = np.asarray(target, dtype=np.float64) - eye
-    fwd = fwd / np.linalg.norm(fwd, axis=-1, keepdims=True)
-    right = np.cross(fwd, np.broadcast_to(np.asarray(up, dtype=np.float64), fwd.shape))
-    degenerate = np.linalg.norm(right, axis=-1, keepdims=True) < 1e-9
-    right = np.where(degenerate, np.cross(fwd, np.broadcast_to([1.0, 0.0, 0.0], fwd.shape)), right)
-    right = right / np.linalg.norm(right, axis=-1, keepdims=True)
-    down = np.cross(fwd, right)
-    c2w = np.zeros(fwd.shape[:-1] + (4, 4))
-    c2w[..., :3, 0], c2w[..., :3, 1], c2w[..., :3, 2], c2w[..., :3, 3] = right, down, fwd, eye
-    c2w[..., 3, 3] = 1.0
-    return c2w
-
-
-@dataclass
-class Normalization:
-    """x_normalized = scale * (R @ x_original) + translation. R is identity for every
-    loader today (translation plus uniform scale), which keeps SH untouched; exporters
-    still handle a general R."""
-
-    scale: float = 1.0
-    translation: Float[np.ndarray, "3"] = field(default_factory=lambda: np.zeros(3))
-    rotation: Float[np.ndarray, "3 3"] = field(default_factory=lambda: np.eye(3))
-
-    def matrix(self) -> Float[np.ndarray, "4 4"]:
-        T = np.eye(4)
-        T[:3, :3] = self.scale * np.asarray(self.rotation, dtype=np.float64)
-        T[:3, 3] = np.asarray(self.translation, dtype=np.float64)
-        return T
-
-    def apply_points(self, x: Float[np.ndarray, "P 3"]) -> Float[np.ndarray, "P 3"]:
-        x = np.asarray(x, dtype=np.float64)
-        return self.scale * x @ np.asarray(self.rotation).T + np.asarray(self.translation)
-
-    def invert_points(self, x: Float[np.ndarray, "P 3"]) -> Float[np.ndarray, "P 3"]:
-        x = np.asarray(x, dtype=np.float64)
-        return ((x - np.asarray(self.translation)) / self.scale) @ np.asarray(self.rotation)
-
-    def to_json(self) -> dict:
-        return {
-            "scale": float(self.scale),
-            "translation": [float(v) for v in np.asarray(self.translation).reshape(3)],
-            "rotation": np.asarray(self.rotation, dtype=np.float64).tolist(),
-        }
-
-    @classmethod
-    def from_json(cls, d: dict) -> "Normalization":
-        return cls(float(d["scale"]), np.asarray(d["translation"], dtype=np.float64),
-                   np.asarray(d.get("rotation", np.eye(3)), dtype=np.float64))
-
-
 @dataclass
 class Mesh:
     """A triangle mesh, in the *normalized* frame (the demo keeps its ground truth here)."""
@@ -162,7 +110,9 @@ class Mesh:
 class ImageSet:
     """Lazily loaded, cached RGB images (uint8 H W 3), already undistorted and downscaled
     to match `Scene.cameras`. `loader(i)` does the real work and returns uint8 H W 3 or
-    H W 4 (alpha kept; compositing happens here, with `background`)."""
+    H W 4 (alpha kept; compositing happens here, with `background`). `masks(i)`, where the
+    dataset has masks (nerfstudio `mask_path`, COLMAP `masks/`), returns uint8 H W processed
+    like the image: 0 = ignore the pixel, 255 = use it."""
 
     def __init__(
         self,
@@ -170,9 +120,12 @@ class ImageSet:
         loader: Callable[[int], UInt8[np.ndarray, "H W _"]],
         background: Optional[tuple[float, float, float]] = None,
         cache: bool = True,
+        masks: Optional[Callable[[int], UInt8[np.ndarray, "H W"]]] = None,
     ):
         self.names = list(names)
         self._loader = loader
+        self._masks = masks
+        self._mask_cache: dict[int, np.ndarray] = {}
         self.background = background
         self._cache: dict[int, np.ndarray] = {}
         self._use_cache = cache
@@ -207,6 +160,23 @@ class ImageSet:
         img = self.load_rgba(i)
         return img[..., 3] if img.shape[-1] == 4 else None
 
+    @property
+    def has_masks(self) -> bool:
+        return self._masks is not None
+
+    def mask(self, i: int) -> Optional[UInt8[np.ndarray, "H W"]]:
+        """Image i's mask (0 = ignore, 255 = use), or None when the dataset has none."""
+        if self._masks is None:
+            return None
+        with self._lock:
+            hit = self._mask_cache.get(i)
+        if hit is None:
+            hit = self._masks(i)
+            if self._use_cache:
+                with self._lock:
+                    self._mask_cache[i] = hit
+        return hit
+
 
 @dataclass
 class Scene:
@@ -233,7 +203,10 @@ class Scene:
     bounds: Optional[tuple[Float[np.ndarray, "3"], Float[np.ndarray, "3"]]] = None
     # Facts about the files as they are on disk, for `splatlab info` (plain JSON values):
     # "source_sizes" [[w, h], ...] per image before any undistortion/downscale,
-    # "camera_models" {model: count}, "image_dir" the folder the pixels come from.
+    # "camera_models" {model: count}, "image_dir" the folder the pixels come from; where they
+    # apply: "layout" (COLMAP: which folder layout was found, e.g. "dense/0"), "model_dir",
+    # "masks" (the masks folder), "depth_files" (nerfstudio depth_file_path per image, or None;
+    # not loaded), "load_args" (the format/images/colmap_path the scene was loaded with).
     meta: dict = field(default_factory=dict)
 
     @property

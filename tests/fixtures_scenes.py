@@ -60,8 +60,9 @@ def write_image(path: Path, w: int = W, h: int = H, seed: int = 0, alpha: bool =
 
 
 def write_colmap(root: Path, n: int = 10, model: str = "PINHOLE", params=None, text: bool = False,
-                 register: bool = True, image_dir: str = "images", w: int = W, h: int = H) -> dict:
-    """A COLMAP model under root/sparse/0 with n images, observing scene_points()."""
+                 register: bool = True, image_dir: str = "images", w: int = W, h: int = H,
+                 model_dir: str = "sparse/0") -> dict:
+    """A COLMAP model under root/model_dir with n images in root/image_dir, observing scene_points()."""
     import pycolmap
 
     params = params if params is not None else [FX, FY, CX, CY]
@@ -86,7 +87,7 @@ def write_colmap(root: Path, n: int = 10, model: str = "PINHOLE", params=None, t
             for img_id, idx in els:
                 tr.add_element(img_id, idx)
             rec.add_point3D(pts[p], tr, np.array([p % 256, 100, 200], np.uint8))
-    d = root / "sparse" / "0"
+    d = root / model_dir
     d.mkdir(parents=True, exist_ok=True)
     (rec.write_text if text else rec.write_binary)(str(d))
     return {"c2w": c2ws, "points": pts, "K": K, "observed": sorted(obs)}
@@ -160,3 +161,17 @@ def tree_digest(root: Path) -> str:
             h.update(p.read_bytes())
         h.update(dirpath.encode())
     return h.hexdigest()
+
+
+def write_colmap_pipeline(root: Path, n: int = 6) -> dict:
+    """What COLMAP's own pipeline leaves: the photos in input/, the distorted model in
+    distorted/sparse/0 (OPENCV), and image_undistorter's dense/0/{images,sparse} (PINHOLE)."""
+    dist = write_colmap(root, n=n, model="OPENCV", params=[FX, FY, CX, CY, 0.02, -0.01, 0.001, 0.0005],
+                        image_dir="input", model_dir="distorted/sparse/0")
+    dense = write_colmap(root, n=n, image_dir="dense/0/images", model_dir="dense/0/sparse")
+    return {"distorted": dist, "dense": dense}
+
+
+def write_nerfstudio_colmap(root: Path, n: int = 6) -> dict:
+    """nerfstudio's `ns-process-data` output without its transforms.json: colmap/sparse/0 beside images/."""
+    return write_colmap(root, n=n, model_dir="colmap/sparse/0")

@@ -171,14 +171,14 @@ def test_bad_inputs_one_line(run, tmp_path, capsys):
 
 def test_unwritable_output_leaves_nothing(run, tmp_path, capsys, monkeypatch):
     """A write that fails midway (disk full, permissions) leaves no half-written file."""
-    import splatlab.renderers.common as common
+    import splatlab.scenes.files as files
 
     target = tmp_path / "full.ply"
     def full_disk(fd, mode):
         os.close(fd)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(common.os, "fdopen", full_disk)
+    monkeypatch.setattr(files.os, "fdopen", full_disk)
     assert cli(run, "--format", "ply", "--output", target) == 2
     assert "No space left" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

@@ -5,9 +5,12 @@ level, in functions, under TYPE_CHECKING; relative ones resolved):
     renderers            scenes and rasterizer
     viewer               renderers and scenes (never app, nor rasterizer: it has no need)
     app                  everything
-    gsplat               only rasterizer
+    gsplat               only rasterizer/ and renderers/splat/
 
-and that importing the library packages loads no heavy optional dependency."""
+that no two modules import each other, directly or round a longer loop (module-level and
+lazy imports both count), that the generic loop, eval, runs, the live hookup and the viewer
+never import a method (`renderers.splat`), and that importing the library packages loads
+no heavy optional dependency."""
 
 from __future__ import annotations
 
@@ -84,10 +87,101 @@ def test_every_package_is_scanned():
     assert found == set(PACKAGES)
 
 
-def test_only_rasterizer_imports_gsplat():
+def test_gsplat_is_imported_only_by_rasterizer_and_renderers_splat():
     bad = [f"{where} imports {name}" for pkg, where, name in all_imports()
-           if name.split(".")[0] == "gsplat" and pkg != "rasterizer"]
+           if name.split(".")[0] == "gsplat"
+           and not (where.startswith("rasterizer/") or where.startswith("renderers/splat/"))]
     assert not bad, "\n".join(bad)
+
+
+# Modules that drive any method: they reach a method only through RENDERERS.
+GENERIC = ("app/train.py", "app/data.py", "app/eval.py", "app/runs.py", "app/live.py", "viewer/")
+
+
+def test_generic_modules_never_import_a_method():
+    bad = [f"{where} imports {name}" for _, where, name in all_imports()
+           if where.startswith(GENERIC) and name.startswith("splatlab.renderers.splat")]
+    assert not bad, "\n".join(bad)
+
+
+def module_graph() -> dict[str, set[str]]:
+    """splatlab module -> the splatlab modules it names in any import. A name that is not a
+    module (`from .pkg import attr`) counts as its package; parent packages that Python
+    loads on the way are not edges (every package would otherwise be a loop with its
+    submodules)."""
+    modules = {}
+    for pkg in PACKAGES:
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            modules[module_name(path)[0]] = path
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for m, path in modules.items():
+        _, is_pkg = module_name(path)
+        for name in imported_modules(path.read_text(encoding="utf-8"), m, is_pkg):
+            while name and name not in modules and name.startswith("splatlab."):
+                name = name.rsplit(".", 1)[0]
+            if name in modules and name != m:
+                graph[m].add(name)
+    return graph
+
+
+def imported_modules(source: str, module: str, is_pkg: bool) -> list[str]:
+    """Like `imports_of`, but `from pkg import name` also yields `pkg.name` (a submodule
+    when it is one; `module_graph` falls back to `pkg` otherwise)."""
+    names = [n for _, n in imports_of(source, module, is_pkg)]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module is not None:
+            base = [n for ln, n in imports_of(ast.unparse(node), module, is_pkg)][0]
+            names += [f"{base}.{a.name}" for a in node.names]
+    return names
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_cycle_finder_finds_lazy_and_long_loops():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+    src = "def f():\n    from splatlab.app import train\n"
+    assert "splatlab.app.train" in imported_modules(src, "splatlab.app.eval", False)
+
+
+def test_no_import_cycles():
+    graph = module_graph()
+    assert "splatlab.app.data" in graph["splatlab.app.eval"]  # the scan sees lazy imports
+    found = cycles(graph)
+    assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
 def test_import_direction():
@@ -109,8 +203,8 @@ def test_library_packages_import_no_heavy_dependency():
     """One fresh interpreter imports each package in turn and reports which heavy modules
     each newly loaded (gsplat included: only the rasterizer's backends load it, lazily)."""
     mods = ["splatlab.rasterizer", "splatlab.scenes", "splatlab.renderers", "splatlab.viewer",
-            "splatlab.rasterizer.strategies", "splatlab.rasterizer.exporters",
-            "splatlab.rasterizer.relocation"]
+            "splatlab.renderers.splat.strategies", "splatlab.renderers.splat.exporters",
+            "splatlab.renderers.splat.relocation"]
     code = (
         "import importlib, json, sys\n"
         f"heavy = {HEAVY!r}\n"
@@ -131,7 +225,7 @@ def test_library_packages_import_no_heavy_dependency():
 def test_strategies_reach_gsplat_lazily(name):
     import gsplat.strategy
 
-    from splatlab.rasterizer import strategies
+    from splatlab.renderers.splat import strategies
 
     assert getattr(strategies, name) is getattr(gsplat.strategy, name)
     with pytest.raises(AttributeError):

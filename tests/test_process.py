@@ -5,7 +5,10 @@ on the shared captures (SPLATLAB_LONG=1)."""
 from __future__ import annotations
 
 import io
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,8 +17,8 @@ import pytest
 
 pycolmap = pytest.importorskip("pycolmap")
 
-from splatlab.app.errors import UserError  # noqa: E402
-from splatlab.app.process import ImageInfo, ProcessArgs, camera_groups, posed_dataset, process, scan  # noqa: E402
+from splatlab.scenes.capture import CaptureError  # noqa: E402
+from splatlab.scenes.capture.process import ImageInfo, ProcessArgs, camera_groups, posed_dataset, process, scan  # noqa: E402
 
 from conftest import shared_dataset  # noqa: E402
 
@@ -143,8 +146,17 @@ def _console():
     return Console(file=buf, width=200, highlight=False), buf
 
 
+@pytest.fixture(scope="module", autouse=True)
+def process_cache(tmp_path_factory):
+    """A cache of this module's own: `process` records what it wrote there (never in ~)."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPLATLAB_CACHE", str(cache))
+        yield cache
+
+
 @pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory):
+def synthetic_run(tmp_path_factory, process_cache):
     """One real SfM run (about 10 s on 2 cores), shared by the tests below."""
     root = tmp_path_factory.mktemp("synthetic")
     images, gt = synthetic_views()
@@ -221,12 +233,12 @@ def test_second_call_is_cached(synthetic_run):
     assert again == out
     assert time.perf_counter() - t < 0.25 * synthetic_run["seconds"] + 1.0
     # Other options are another result: refused over an existing output without --overwrite.
-    with pytest.raises(UserError, match="--overwrite"):
+    with pytest.raises(CaptureError, match="--overwrite"):
         process(ProcessArgs(input=src, output=out, max_num_features=1000), console=_console()[0])
 
 
 def test_default_output_goes_to_the_cache_not_the_input(synthetic_run, monkeypatch, tmp_path):
-    from splatlab.app.process import cache_key, default_output
+    from splatlab.scenes.capture.process import cache_key, default_output
 
     monkeypatch.setenv("SPLATLAB_CACHE", str(tmp_path / "cache"))
     src = synthetic_run["src"]
@@ -265,20 +277,20 @@ def _write_noise(folder: Path, n: int, size=(320, 240), seed=0, suffix=".jpg") -
 def test_fewer_than_three_images(tmp_path):
     _write_noise(tmp_path / "two", 2)
     (tmp_path / "two" / "readme.md").write_text("x")
-    with pytest.raises(UserError, match=r"found 2 images \(1 other file skipped\).*at least 3") as e:
+    with pytest.raises(CaptureError, match=r"found 2 images \(1 other file skipped\).*at least 3") as e:
         process(ProcessArgs(input=tmp_path / "two", output=tmp_path / "out"), console=_console()[0])
     assert e.value.path == tmp_path / "two"
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_input(tmp_path):
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(CaptureError, match="does not exist"):
         process(ProcessArgs(input=tmp_path / "nope"), console=_console()[0])
 
 
 def test_single_image_file(tmp_path):
     p = _write_noise(tmp_path, 1)[0]
-    with pytest.raises(UserError, match="single image") as e:
+    with pytest.raises(CaptureError, match="single image") as e:
         process(ProcessArgs(input=p), console=_console()[0])
     assert e.value.path == p
 
@@ -287,7 +299,7 @@ def test_unreadable_image_is_named(tmp_path):
     paths = _write_noise(tmp_path / "photos", 4)
     bad = paths[2]
     bad.write_bytes(bad.read_bytes()[:300])  # truncated JPEG
-    with pytest.raises(UserError, match="cannot read this image") as e:
+    with pytest.raises(CaptureError, match="cannot read this image") as e:
         process(ProcessArgs(input=tmp_path / "photos", output=tmp_path / "out"), console=_console()[0])
     assert e.value.path == bad
     assert str(bad) in str(e.value)
@@ -297,7 +309,7 @@ def test_unreadable_image_is_named(tmp_path):
 def test_video_that_cannot_be_decoded(tmp_path):
     bad = tmp_path / "clip.mp4"
     bad.write_bytes(os.urandom(4096))
-    with pytest.raises(UserError, match="cannot decode") as e:
+    with pytest.raises(CaptureError, match="cannot decode") as e:
         process(ProcessArgs(input=bad, output=tmp_path / "out"), console=_console()[0])
     assert e.value.path == bad
     assert not (tmp_path / "out").exists()
@@ -307,7 +319,7 @@ def test_mixed_sizes_and_cameras_get_one_camera_per_device(tmp_path):
     """Different sizes and EXIF devices are supported (one camera per group), not an error."""
     from PIL import Image
 
-    from splatlab.app.process import stage_images
+    from splatlab.scenes.capture.process import stage_images
 
     rng = np.random.default_rng(0)
     src = tmp_path / "mixed"
@@ -337,7 +349,7 @@ def test_mixed_sizes_and_cameras_get_one_camera_per_device(tmp_path):
 def test_exif_rotated_photo_is_stored_upright(tmp_path):
     from PIL import Image
 
-    from splatlab.app.process import stage_images
+    from splatlab.scenes.capture.process import stage_images
 
     src = tmp_path / "rot"
     src.mkdir()
@@ -355,7 +367,7 @@ def test_sfm_that_finds_no_model(tmp_path):
     """Unrelated noise images: no overlap, so no model: one line with advice."""
     _write_noise(tmp_path / "noise", 4, size=(200, 150))
     console, buf = _console()
-    with pytest.raises(UserError, match=r"posed 0 of 4 images.*overlap") as e:
+    with pytest.raises(CaptureError, match=r"posed 0 of 4 images.*overlap") as e:
         process(ProcessArgs(input=tmp_path / "noise", output=tmp_path / "out", max_image_size=200),
                 console=console)
     assert e.value.path == tmp_path / "noise"
@@ -370,7 +382,7 @@ def test_sfm_that_finds_no_model(tmp_path):
 
 def test_output_inside_input_is_refused(tmp_path):
     _write_noise(tmp_path / "photos", 3)
-    with pytest.raises(UserError, match="inside the input folder"):
+    with pytest.raises(CaptureError, match="inside the input folder"):
         process(ProcessArgs(input=tmp_path / "photos", output=tmp_path / "photos" / "scene"), console=_console()[0])
     assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["img_0.jpg", "img_1.jpg", "img_2.jpg"]
 
@@ -380,10 +392,83 @@ def test_foreign_output_folder_is_never_replaced(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
     for overwrite in (False, True):
-        with pytest.raises(UserError, match="not made by `splatlab process`"):
+        with pytest.raises(CaptureError, match="not made by `splatlab process`"):
             process(ProcessArgs(input=tmp_path / "photos", output=tmp_path / "mine", overwrite=overwrite),
                     console=_console()[0])
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+def _cli(*args, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SPLATLAB_CACHE": str(cache)}
+    return subprocess.run([sys.executable, "-m", "splatlab.app.cli", *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() else b"<dir>")
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_overwrite_never_deletes_a_folder_it_did_not_write(synthetic_run, process_cache, tmp_path):
+    """issue 13 item 2: a stray process.json (empty, or a real one copied from splatlab's
+    own result) does not make a folder splatlab's: --overwrite exits 2 with one line and
+    deletes nothing."""
+    src = synthetic_run["src"]
+    real = (synthetic_run["result"].output / "process.json").read_text()
+    for marker in ("{}\n", real):
+        d = tmp_path / "d"
+        (d / "sub").mkdir(parents=True)
+        (d / "sub" / "notes.md").write_text("mine")
+        (d / "process.json").write_text(marker)
+        (d / "important.txt").write_text("x\n")
+        before = _tree(d)
+        proc = _cli("process", src, "--output", d, "--overwrite", cache=process_cache)
+        assert proc.returncode == 2, proc.stderr
+        err = proc.stderr.strip()
+        assert err.count("\n") == 0 and err.startswith("error: ") and str(d) in err and "nothing was deleted" in err
+        assert _tree(d) == before
+        assert not list(tmp_path.glob(".d.tmp-*"))
+        import shutil
+
+        shutil.rmtree(d)
+
+
+def test_overwrite_refuses_its_own_result_with_anything_added(synthetic_run, process_cache):
+    out = synthetic_run["result"].output
+    for extra in (out / "my_notes.txt", out / "sparse" / "0" / "extra.bin", out / "images" / "mine"):
+        if extra.name == "mine":
+            extra.mkdir()
+        else:
+            extra.write_bytes(b"keep")
+        before = _tree(out)
+        with pytest.raises(CaptureError, match=r"holds 1 entry .* did not write .*nothing\s+was deleted") as e:
+            process(ProcessArgs(input=synthetic_run["src"], output=out, overwrite=True), console=_console()[0])
+        assert e.value.path == out
+        assert _tree(out) == before
+        extra.rmdir() if extra.is_dir() else extra.unlink()
+
+
+def test_reprocess_over_its_own_result_with_overwrite(synthetic_run, process_cache):
+    """The real thing: splatlab's own output is replaced (one more SfM run, ~10 s), its
+    recorded files only, and the new result records a new key and exactly its files."""
+    from splatlab.scenes.capture.process import owned_entries
+
+    out = synthetic_run["result"].output
+    neighbour = out.parent / "neighbour.txt"
+    neighbour.write_text("beside, not inside")
+    old = json.loads((out / "process.json").read_text())["written"]
+    files, folders = owned_entries(out)
+    assert files == old["files"] and "process.json" in files and "sparse/0/images.bin" in files
+    assert "images" in folders and "sparse/0" in folders
+    res = process(ProcessArgs(input=synthetic_run["src"], output=out, overwrite=True), console=_console()[0])
+    assert not res.cached and res.meta["registered"] == 8
+    new = json.loads((out / "process.json").read_text())["written"]
+    assert new["key"] != old["key"]
+    on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert new["files"] == on_disk
+    assert owned_entries(out) == (new["files"], new["folders"])
+    assert neighbour.read_text() == "beside, not inside"
+    assert not list(out.parent.glob(f".{out.name}.*"))
 
 
 def test_cli_error_is_one_line(tmp_path, capsys):

@@ -91,8 +91,8 @@ def test_colmap_distorted_undistorts_into_cache_not_dataset(tmp_path):
 
 
 def test_colmap_unsupported_model_and_no_registered_images(tmp_path):
-    write_colmap(tmp_path / "a", n=3, model="OPENCV_FISHEYE", params=[FX, FY, CX, CY, 0.1, 0, 0, 0])
-    with pytest.raises(SceneError, match="OPENCV_FISHEYE is not supported"):
+    write_colmap(tmp_path / "a", n=3, model="FOV", params=[FX, FY, CX, CY, 0.1])
+    with pytest.raises(SceneError, match="FOV is not supported"):
         load_scene(tmp_path / "a")
     write_colmap(tmp_path / "b", register=False)
     with pytest.raises(SceneError, match="no registered images") as e:

@@ -1,12 +1,12 @@
-"""app/sfm.py strategy choices and app/video.py frame selection (fast, no SfM)."""
+"""scenes/capture/sfm.py strategy choices and scenes/capture/video.py frame selection (fast, no SfM)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from splatlab.app.sfm import EXHAUSTIVE_MAX_IMAGES, SfmOptions, choose_matcher, plan
-from splatlab.app.video import extract_frames, sharpness
+from splatlab.scenes.capture.sfm import EXHAUSTIVE_MAX_IMAGES, SfmOptions, choose_matcher, plan
+from splatlab.scenes.capture.video import extract_frames, sharpness
 
 
 def test_matcher_choice():

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from splatlab.app import runs
-from splatlab.app.config import PRESETS, TrainConfig, preset
+from splatlab.app.config import PRESETS, TrainConfig, config_from_json, preset
 from splatlab.app.errors import UserError
-from splatlab.app.events import EventBus, SplatsUpdated, StepDone
+from splatlab.app.events import EventBus, ModelUpdated, StepDone
 from splatlab.app.train import TrainingDiverged, parse_args, train
 
 # Tiny but real: 40x30 demo views, 1,000 Gaussians, densification on.
@@ -82,7 +82,9 @@ def test_run_folder_layout(short_run):
     assert m["lpips"] is None or m["lpips"] > 0
     assert len(list((d / "renders" / "test").glob("*.png"))) == 8
     ck = runs.load_checkpoint(runs.latest_checkpoint(d))
-    assert {"version", "step", "model", "optimizers", "strategy_state", "config", "normalization"} <= set(ck)
+    assert {"version", "method", "preset", "step", "model", "optimizers", "config", "normalization"} <= set(ck)
+    assert ck["method"] == "splat" and ck["preset"] == "cpu" and "strategy_state" in ck["model"]
+    assert cfg["method"] == "splat" and cfg["preset"] == "cpu"
     assert ck["step"] == 150 and set(ck["optimizers"]) == set(ck["model"]["splats"])
     events = [json.loads(line)["event"] for line in (d / "log.jsonl").read_text().splitlines()]
     assert events[0] == "TrainStarted" and events[-1] == "TrainFinished"
@@ -136,12 +138,12 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
     bus = EventBus()
 
-    def poison(e: SplatsUpdated):
+    def poison(e: ModelUpdated):
         if e.step == 7:
             with torch.no_grad():
-                e.model.splats["means"][0, 0] = float("nan")
+                e.renderer.model.splats["means"][0, 0] = float("nan")
 
-    bus.subscribe(poison, SplatsUpdated)
+    bus.subscribe(poison, ModelUpdated)
     cfg = tiny(tmp_path / "nan", steps=20, log_every=5, checkpoint_every=5)
     with pytest.raises(TrainingDiverged) as exc:
         train(cfg, bus=bus)
@@ -194,7 +196,7 @@ def test_presets_and_cli_overrides():
     assert cfg.data == "some/data" and cfg.output == "x" and cfg.steps == PRESETS[auto][1].steps
     cfg, _ = parse_args(["some/data", "--device", "cuda"])
     assert cfg.steps == PRESETS["default"][1].steps
-    assert _primitive(cfg.to_json()) and TrainConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
+    assert _primitive(cfg.to_json()) and config_from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
     with pytest.raises(UserError, match="unknown preset"):
         parse_args(["--preset", "nope"])
 
@@ -243,7 +245,7 @@ def test_random_init_fills_the_scene_bounds(tmp_path):
 
     import numpy as np
 
-    from splatlab.app.train import init_model
+    from splatlab.renderers.splat.renderer import init_model
     from splatlab.scenes import load_scene
 
     scene = dataclasses.replace(load_scene("demo"), points=None, point_colors=None)

@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from splatlab.renderers.splat import SplatModel
+from splatlab.renderers.splat import SplatModel, SplatRenderer
 from splatlab.viewer import LiveFeed
 from splatlab.viewer.render import (
-    AdaptiveResolution, ViewCamera, frame_size, intrinsics, quat_to_rotmat, rotmat_to_quat,
+    AdaptiveResolution, RenderSettings, ViewCamera, frame_size, intrinsics, quat_to_rotmat,
+    render_frame, rotmat_to_quat,
 )
-from splatlab.viewer.splats import CropBox, browser_splats, crop_model, model_from_activated
+from splatlab.scenes.geometry import Box
+from splatlab.viewer.splats import browser_splats, crop_renderer
 
 
 def _model(n=50, seed=0):
@@ -26,33 +28,37 @@ def _model(n=50, seed=0):
     return SplatModel.random(n, torch.tensor([-1.0, -1, -1]), torch.tensor([1.0, 1, 1]), sh_degree=1, generator=g)
 
 
-def _activated(m):
-    return {"means": m.means.detach(), "quats": m.quats.detach(), "scales": m.scales.detach(),
-            "opacities": m.opacities.detach(), "sh": m.sh.detach()}
-
-
 def test_live_feed_publish_latest_pause():
     feed = LiveFeed()
     assert feed.latest() is None and not feed.is_paused()
-    m = _model()
-    s = _activated(m)
-    feed.publish(s, 1, {"step": 10, "loss": 0.5})
-    splats, deg, stats, version = feed.latest()
-    assert splats["means"] is s["means"]  # no copy
-    assert (deg, stats["step"], version) == (1, 10, 1)
+    r = SplatRenderer(_model())
+    feed.publish(r, {"step": 10, "loss": 0.5})
+    got, stats, version = feed.latest()
+    assert got is r  # no copy: the trainer already published a snapshot
+    assert (stats["step"], version) == (10, 1)
     feed.pause()
     assert feed.is_paused() and feed.wait_while_paused(0.01) is False
     threading.Timer(0.05, feed.resume).start()
     assert feed.wait_while_paused(2.0) is True
-    with pytest.raises(KeyError):
-        feed.publish({"means": s["means"]}, 1, {})
+    with pytest.raises(TypeError):
+        feed.publish({"means": None}, {})
 
 
-def test_model_from_activated_roundtrip():
-    m = _model()
-    r = model_from_activated(_activated(m), 1)
-    for a, b in ((r.means, m.means), (r.scales, m.scales), (r.opacities, m.opacities), (r.sh, m.sh)):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+def test_live_copy_is_detached_and_renders_the_same():
+    """The live snapshot holds the raw parameters (no activate/invert round trip): it
+    renders bit-identically and does not move when training edits the model in place."""
+    r = SplatRenderer(_model())
+    snap = r.live_copy()
+    for k, v in r.model.splats.items():
+        assert torch.equal(snap.model.splats[k], v) and snap.model.splats[k].data_ptr() != v.data_ptr()
+    cam = ViewCamera.from_viser(rotmat_to_quat(np.eye(3)), [0.0, 0.0, -4.0], 0.8, 64, 48)
+    settings = RenderSettings(sh_degree=1)
+    before = render_frame(r, cam, 64, 48, settings)
+    np.testing.assert_array_equal(render_frame(snap, cam, 64, 48, settings), before)
+    with torch.no_grad():
+        r.model.splats["means"] += 0.5
+    np.testing.assert_array_equal(render_frame(snap, cam, 64, 48, settings), before)
+    assert not np.array_equal(render_frame(r, cam, 64, 48, settings), before)
 
 
 def test_quaternion_roundtrip_and_camera():
@@ -116,16 +122,16 @@ def test_degenerate_camera_from_a_client_is_skipped(caplog):
 
 def test_crop_box_and_browser_splats():
     m = _model(200)
-    box = CropBox(True, (-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
-    c = crop_model(m, box)
+    box = Box((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5), enabled=True)
+    c = crop_renderer(SplatRenderer(m), box)
     inside = ((m.means.abs() <= 0.5).all(-1)).sum().item()
-    assert c.num_gaussians == inside
-    assert crop_model(m, CropBox(False)).num_gaussians == 200
+    assert c.model.num_gaussians == inside
+    assert crop_renderer(SplatRenderer(m), Box(enabled=False)).model.num_gaussians == 200
     from splatlab.scenes.types import Normalization
 
     d = box.to_json(Normalization(scale=2.0, translation=np.array([1.0, 0, 0])))
-    assert d["original"]["min"] == [-0.75, -0.25, -0.25] and CropBox.from_json(d) == box
-    a = browser_splats(m)
+    assert d["original"]["min"] == [-0.75, -0.25, -0.25] and Box.from_json(d) == box
+    a = browser_splats(SplatRenderer(m))
     assert a["centers"].shape == (200, 3) and a["covariances"].shape == (200, 3, 3)
     assert a["opacities"].shape == (200, 1) and 0 <= a["rgbs"].min() and a["rgbs"].max() <= 1
     # Covariance = R S^2 R^T: its eigenvalues are the squared scales.
@@ -133,10 +139,26 @@ def test_crop_box_and_browser_splats():
     np.testing.assert_allclose(ev, np.sort(m.scales[0].detach().double().numpy() ** 2), rtol=1e-3)
 
 
+def test_viewer_crop_json_written_before_the_merge_still_loads(tmp_path):
+    """viewer_crop.json as the viewer's old CropBox wrote it reads back as the same box,
+    and the one Box writes the same keys (exports read "original")."""
+    old = ('{"enabled": true, "frame": "normalized", "min": [-0.5, -0.25, 0.0], "max": [0.5, 0.25, 1.0],'
+           ' "original": {"min": [-1.5, -1.0, -0.5], "max": [-0.5, -0.5, 0.0]}}')
+    box = Box.from_json(json.loads(old))
+    assert box == Box((-0.5, -0.25, 0.0), (0.5, 0.25, 1.0), enabled=True)
+    from splatlab.scenes.types import Normalization
+
+    norm = Normalization(scale=1.0, translation=np.array([1.0, 0.5, 0.5]))
+    again = box.to_json(norm)
+    assert again["original"] == {"min": [-1.5, -0.75, -0.5], "max": [-0.5, -0.25, 0.5]}
+    assert set(again) == set(json.loads(old)) and again["min"] == [-0.5, -0.25, 0.0]
+    assert Box.from_json({"min": [0, 0, 0], "max": [1, 1, 1]}).enabled is False
+
+
 def test_build_html_is_self_contained(tmp_path):
     from splatlab.viewer.html import build_html
 
-    out = build_html(_model(100), tmp_path / "scene.html", background=(0.2, 0.3, 0.4))
+    out = build_html(SplatRenderer(_model(100)), tmp_path / "scene.html", background=(0.2, 0.3, 0.4))
     text = out.read_text()
     assert "window.__VISER_EMBED_DATA__=" in text
     assert "ws://" not in text.split("window.__VISER_EMBED_DATA__")[0][-200:]

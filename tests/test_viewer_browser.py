@@ -138,7 +138,9 @@ def _expected(model, scene, cam_index, size):
     c2w = scene.cameras.camtoworlds[cam_index].double().numpy()
     fov = 2 * np.arctan(0.5 * float(scene.cameras.height[cam_index]) / float(scene.cameras.fy[cam_index]))
     cam = ViewCamera.from_viser(rotmat_to_quat(c2w[:3, :3]), c2w[:3, 3], fov, VIEWPORT["width"], VIEWPORT["height"])
-    img = render_frame(model, cam, size[0], size[1], RenderSettings(sh_degree=1, background=scene.background))
+    from splatlab.renderers.splat import SplatRenderer
+
+    img = render_frame(SplatRenderer(model), cam, size[0], size[1], RenderSettings(sh_degree=1, background=scene.background))
     x0, y0, x1, y1 = REGION
     sx, sy = size[0] / VIEWPORT["width"], size[1] / VIEWPORT["height"]
     return img.astype(np.float32)[round(y0 * sy):round(y1 * sy), round(x0 * sx):round(x1 * sx)]
@@ -163,7 +165,7 @@ def test_first_frame_fast_then_matches_server_render(demo, browser):
         got: list[float] = []
         sent: list[float] = []
 
-        from splatlab.viewer.wsclient import decode_batch
+        from wsclient import decode_batch
 
         def on_frame(pl):
             if isinstance(pl, bytes) and any(m.get("type") == "BackgroundImageMessage" and m.get("rgb_data")
@@ -275,7 +277,7 @@ def test_default_binds_loopback_only(demo):
 def test_degenerate_cameras_over_the_wire(demo):
     """A client sending NaN / zero-fov / zero-aspect cameras, then disconnecting abruptly:
     the server logs, skips, and keeps serving a well-behaved client."""
-    from splatlab.viewer.wsclient import ViserTestClient, look_at_wxyz
+    from wsclient import ViserTestClient, look_at_wxyz
 
     _, _, view = demo
     bad = ViserTestClient("127.0.0.1", view.port)

@@ -1,4 +1,4 @@
-"""Browser viewer (viser) over a splat model or a training run's `LiveFeed`.
+"""Browser viewer (viser) over any `Renderer` or a training run's `LiveFeed`.
 
 Imports only `renderers` and `scenes` types (never `app`); viser loads lazily inside
 `serve`, so `import splatlab.viewer` stays light for the trainer.
@@ -14,14 +14,14 @@ from .live import LiveFeed
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from splatlab.renderers.splat import SplatModel
+    from splatlab.renderers.base import Renderer
     from splatlab.scenes.types import Cameras, Normalization
 
     from .server import ViewerServer
 
 
 def serve(
-    model: Optional["SplatModel"] = None,
+    renderer: Optional["Renderer"] = None,
     *,
     feed: Optional[LiveFeed] = None,
     cameras: Optional["Cameras"] = None,
@@ -36,7 +36,7 @@ def serve(
 ) -> "ViewerServer":
     """Start the viewer on http://host:port (the next free port if taken).
 
-    Give a `model` (static view) or a `feed` (live training; renders its newest publish),
+    Give a `renderer` (static view) or a `feed` (live training; renders its newest publish),
     optionally the training `cameras` (normalized frame, drawn as clickable frustums) and
     the initial `points` (P 3, colours P 3 uint8 or None). `crop_path` is where the crop
     box is saved (JSON; in the normalized frame, and in original coordinates when
@@ -47,7 +47,7 @@ def serve(
     from .server import ViewerServer, warn_if_exposed
 
     server = ViewerServer(
-        model=model, feed=feed, cameras=cameras, points=points, host=host, port=port,
+        renderer=renderer, feed=feed, cameras=cameras, points=points, host=host, port=port,
         client_splats=client_splats, crop_path=crop_path, background=background,
         normalization=normalization,
     )

@@ -1,7 +1,8 @@
 """`LiveFeed`: the one object a training loop and the viewer share.
 
-The trainer calls `publish(...)` (from its own thread, whenever it likes) and checks
-`is_paused()` / `wait_while_paused()`; the viewer's render workers read `latest()`.
+The trainer calls `publish(renderer, stats)` with a detached, render-ready snapshot
+(`Renderer.live_copy()`, from its own thread, whenever it likes) and checks `is_paused()`
+between steps; the viewer's render workers read `latest()` and render it as is.
 Nothing here blocks the trainer: `publish` only swaps a reference under a lock, so a
 slow or absent browser never slows training down.
 """
@@ -12,40 +13,35 @@ import threading
 import time
 from typing import Any, Optional
 
-from torch import Tensor
-
-SPLAT_KEYS = ("means", "quats", "scales", "opacities", "sh")
 
 
 class LiveFeed:
-    """Thread-safe holder of the newest published splats, training stats and pause state.
+    """Thread-safe holder of the newest published renderer snapshot, training stats and
+    pause state.
 
-    splats are *activated*, detached tensors on the training device: means N 3, quats N 4
-    (wxyz), scales N 3 (not log), opacities N (in [0, 1]), sh N K 3. The viewer treats
-    them as read-only and never copies them to the host unless a client needs them.
-    stats is a flat dict of numbers; the viewer shows "step", "loss", "steps_per_s" (and
-    "num_gaussians" if given) and any other keys as-is.
+    The snapshot is a `Renderer` on the training device that training no longer writes
+    to; the viewer treats it as read-only. stats is a flat dict; the viewer shows "step",
+    "loss", "steps_per_s" and any other keys (the renderer's own stats) as-is.
     """
 
     def __init__(self, min_interval_s: float = 0.1):
         self._lock = threading.Lock()
-        self._latest: Optional[tuple[dict[str, Tensor], int, dict[str, Any], int]] = None
+        self._latest: Optional[tuple[Any, dict[str, Any], int]] = None
         self._version = 0
         self._last_publish = float("-inf")
         self._running = threading.Event()
         self._running.set()
-        # `due()` lets a trainer skip building activated tensors more often than this.
+        # `due()` lets a trainer skip taking snapshots more often than this.
         self.min_interval_s = float(min_interval_s)
 
     # ---- trainer side ---------------------------------------------------------------
-    def publish(self, splats: dict[str, Tensor], sh_degree: int, stats: dict[str, Any]) -> None:
-        """Make `splats` (activated, detached; see class doc) the newest version. O(1)."""
-        missing = [k for k in SPLAT_KEYS if k not in splats]
-        if missing:
-            raise KeyError(f"LiveFeed.publish: splats lack {missing}")
+    def publish(self, renderer: Any, stats: dict[str, Any]) -> None:
+        """Make `renderer` (a detached snapshot, see class doc) the newest version. O(1)."""
+        if not hasattr(renderer, "render"):
+            raise TypeError(f"LiveFeed.publish: {type(renderer).__name__} is not a renderer")
         with self._lock:
             self._version += 1
-            self._latest = (dict(splats), int(sh_degree), dict(stats), self._version)
+            self._latest = (renderer, dict(stats), self._version)
             self._last_publish = time.monotonic()
 
     def due(self) -> bool:
@@ -60,8 +56,8 @@ class LiveFeed:
         return self._running.wait(timeout)
 
     # ---- viewer side ----------------------------------------------------------------
-    def latest(self) -> Optional[tuple[dict[str, Tensor], int, dict[str, Any], int]]:
-        """(splats, sh_degree, stats, version) of the newest publish, or None before any."""
+    def latest(self) -> Optional[tuple[Any, dict[str, Any], int]]:
+        """(renderer, stats, version) of the newest publish, or None before any."""
         with self._lock:
             return self._latest
 
@@ -77,4 +73,4 @@ class LiveFeed:
         self._running.set()
 
 
-__all__ = ["LiveFeed", "SPLAT_KEYS"]
+__all__ = ["LiveFeed"]

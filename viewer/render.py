@@ -15,7 +15,8 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
-from splatlab.renderers.common import quat_to_rotmat, rotmat_to_quat
+from splatlab.scenes.geometry import fov_to_focal, quat_to_rotmat, rotmat_to_quat
+from splatlab.scenes.types import Cameras
 
 Output = Literal["RGB", "Depth", "Alpha"]
 OUTPUTS: tuple[Output, ...] = ("RGB", "Depth", "Alpha")
@@ -62,7 +63,7 @@ def frame_size(aspect: float, max_res: int, scale: float = 1.0) -> tuple[int, in
 
 def intrinsics(fov_y: float, width: int, height: int) -> np.ndarray:
     """3 3 pinhole K for a vertical fov, square pixels, centred principal point."""
-    fy = 0.5 * height / math.tan(0.5 * fov_y)
+    fy = fov_to_focal(fov_y, height)
     return np.array([[fy, 0.0, 0.5 * width], [0.0, fy, 0.5 * height], [0.0, 0.0, 1.0]])
 
 
@@ -103,29 +104,39 @@ class RenderSettings:
     far: float = 1000.0
 
 
-def render_frame(model, cam: ViewCamera, width: int, height: int, settings: RenderSettings) -> np.ndarray:
-    """Render `model` (a SplatModel) from `cam` at width x height -> uint8 H W 3.
+def view_cameras(cam: ViewCamera, width: int, height: int, device) -> Cameras:
+    """The browser camera as one `Cameras` (normalized frame) on `device`."""
+    K = intrinsics(cam.fov_y, width, height)
+    f32 = lambda v: torch.tensor([float(v)], dtype=torch.float32, device=device)  # noqa: E731
+    return Cameras(
+        camtoworlds=torch.as_tensor(cam.c2w, dtype=torch.float32, device=device)[None],
+        fx=f32(K[0, 0]), fy=f32(K[1, 1]), cx=f32(K[0, 2]), cy=f32(K[1, 2]),
+        width=torch.tensor([width]), height=torch.tensor([height]),
+    )
 
-    Tensors go to the model's own device, so the rasterizer picks gsplat on CUDA and the
-    reference backend on CPU."""
-    device = model.means.device
-    viewmat = torch.as_tensor(np.linalg.inv(cam.c2w), dtype=torch.float32, device=device)[None]
-    K = torch.as_tensor(intrinsics(cam.fov_y, width, height), dtype=torch.float32, device=device)[None]
+
+def render_frame(renderer, cam: ViewCamera, width: int, height: int, settings: RenderSettings) -> np.ndarray:
+    """Render `renderer` (any `Renderer`) from `cam` at width x height -> uint8 H W 3.
+
+    Tensors go to the renderer's own device (gsplat on CUDA, the reference on CPU). The
+    SH degree and clip range apply to renderers that offer `with_render_options`."""
+    device = renderer.device
+    options = getattr(renderer, "with_render_options", None)
+    if options is not None:
+        renderer = options(sh_degree=settings.sh_degree, near_plane=float(settings.near),
+                           far_plane=float(settings.far))
     bg = np.asarray(settings.background, np.float32)
-    mode = "RGB" if settings.output == "RGB" else "RGB+ED"
     with torch.no_grad():
-        out = model.render(
-            viewmat, K, width, height, sh_degree=settings.sh_degree,
-            backgrounds=torch.as_tensor(bg, device=device)[None], render_mode=mode,
-            near_plane=float(settings.near), far_plane=float(settings.far),
-        )
-    alpha = out.alphas[0, ..., 0].float().cpu().numpy()
+        out = renderer.render(view_cameras(cam, width, height, device),
+                              background=torch.as_tensor(bg, device=device)[None],
+                              with_depth=settings.output == "Depth")
+    alpha = out.alpha[0, ..., 0].float().cpu().numpy()
     if settings.output == "RGB":
-        img = out.colors[0, ..., :3].float().cpu().numpy()
+        img = out.rgb[0].float().cpu().numpy()
     elif settings.output == "Alpha":
         img = np.repeat(alpha[..., None], 3, axis=-1)
     else:
-        img = colorize_depth(out.colors[0, ..., 3].float().cpu().numpy(), alpha, bg)
+        img = colorize_depth(out.depth[0, ..., 0].float().cpu().numpy(), alpha, bg)
     return (np.clip(np.nan_to_num(img), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -161,6 +172,6 @@ class AdaptiveResolution:
 
 
 __all__ = [
-    "ViewCamera", "RenderSettings", "AdaptiveResolution", "render_frame", "frame_size",
+    "ViewCamera", "RenderSettings", "AdaptiveResolution", "render_frame", "view_cameras", "frame_size",
     "intrinsics", "turbo", "colorize_depth", "quat_to_rotmat", "rotmat_to_quat", "OUTPUTS",
 ]

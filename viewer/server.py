@@ -17,9 +17,7 @@ import ipaddress
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,12 +26,12 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from splatlab.scenes.files import atomic_write_bytes
+from splatlab.scenes.geometry import Box, focal_to_fov, rotmat_to_quat, up_direction
+
 from .live import LiveFeed
-from .render import (
-    OUTPUTS, AdaptiveResolution, RenderSettings, ViewCamera, frame_size, render_frame,
-    rotmat_to_quat,
-)
-from .splats import CropBox, browser_splats, crop_model, model_from_activated
+from .render import OUTPUTS, AdaptiveResolution, RenderSettings, ViewCamera, frame_size, render_frame
+from .splats import browser_splats, can_crop, centers, crop_renderer, stats_line
 
 log = logging.getLogger("splatlab.viewer")
 
@@ -168,7 +166,7 @@ class ViewerServer:
 
     def __init__(
         self,
-        model=None,
+        renderer=None,
         *,
         feed: Optional[LiveFeed] = None,
         cameras=None,
@@ -181,11 +179,11 @@ class ViewerServer:
         normalization=None,
         verbose: bool = False,
     ):
-        if model is None and feed is None:
-            raise ValueError("serve() needs a model or a live feed")
+        if renderer is None and feed is None:
+            raise ValueError("serve() needs a renderer or a live feed")
         import viser
 
-        self.model, self.feed = model, feed
+        self.renderer, self.feed = renderer, feed
         self.cameras = cameras
         self.client_splats = client_splats
         self.crop_path = None if crop_path is None else Path(crop_path)
@@ -193,7 +191,7 @@ class ViewerServer:
         self._once = _Once()
         self._lock = threading.Lock()
         self._sessions: dict[int, _ClientSession] = {}
-        self._model_cache: tuple[Any, Any] = (None, None)  # ((version, crop), model)
+        self._model_cache: tuple[Any, Any] = (None, None)  # ((version, crop), renderer)
         self._frame_times: collections.deque = collections.deque(maxlen=240)
         self._last_render_s = 0.0
         self._last_size = (0, 0)
@@ -202,10 +200,10 @@ class ViewerServer:
         on_gpu = self._source_device().type == "cuda"
         self.settings = RenderSettings(
             max_res=1024 if on_gpu else 512,
-            sh_degree=self._max_sh_degree(),
+            sh_degree=self._max_sh_degree() or 0,
             background=tuple(background) if background is not None else (0.0, 0.0, 0.0),
         )
-        self.crop = CropBox()
+        self.crop = Box(enabled=False)
         self.crop = self._load_crop()
 
         # viser moves on to the next port itself when one is taken; we report the bound one.
@@ -227,40 +225,38 @@ class ViewerServer:
             self._send_splats()
 
     # ---- model source -------------------------------------------------------------
-    def _source_device(self) -> torch.device:
-        if self.model is not None:
-            return self.model.means.device
+    def _source(self):
+        """The renderer as given, or the newest live snapshot (None before any)."""
+        if self.renderer is not None:
+            return self.renderer
         latest = self.feed.latest()
-        return latest[0]["means"].device if latest else torch.device("cpu")
+        return latest[0] if latest else None
 
-    def _max_sh_degree(self) -> int:
-        if self.model is not None:
-            return int(self.model.sh_degree)
-        latest = self.feed.latest()
-        if latest is None:
-            return 3
-        k = latest[0]["sh"].shape[1]
-        return int(round(math.sqrt(k))) - 1
+    def _source_device(self) -> torch.device:
+        source = self._source()
+        return source.device if source is not None else torch.device("cpu")
+
+    def _max_sh_degree(self) -> Optional[int]:
+        """The SH slider's range, for renderers that have SH colours (else None)."""
+        degree = getattr(self._source(), "sh_degree", None)
+        return None if degree is None else int(degree)
 
     def current_model(self):
-        """(renderable SplatModel with the crop applied, version) or (None, None)."""
-        if self.model is not None:
-            base, version = self.model, 0
+        """(renderer with the crop applied, version) or (None, None)."""
+        if self.renderer is not None:
+            base, version = self.renderer, 0
         else:
             latest = self.feed.latest()
             if latest is None:
                 return None, None
-            splats, sh_degree, _, version = latest
-            base = None
+            base, _, version = latest
         crop = self.crop if self.crop.enabled else None
         cache_key = (version, crop)
         with self._lock:
             key, cached = self._model_cache
             if key == cache_key:
                 return cached, version
-        if base is None:
-            base = model_from_activated(splats, sh_degree)
-        model = crop_model(base, crop)
+        model = crop_renderer(base, crop)
         with self._lock:
             self._model_cache = (cache_key, model)
         return model, version
@@ -275,14 +271,12 @@ class ViewerServer:
             c2w = self.cameras.camtoworlds.double().cpu().numpy()
             centers = c2w[:, :3, 3]
             extent = float(np.linalg.norm(centers - centers.mean(0), axis=-1).max()) or 1.0
-            # Scene up = mean camera up (-y in OpenCV axes): right for captures taken upright.
-            up = -c2w[:, :3, 1].mean(0)
-            if np.linalg.norm(up) > 1e-6:
-                up = up / np.linalg.norm(up)
+            up = up_direction(c2w)
+            if up is not None:
                 scene.set_up_direction(tuple(float(v) for v in up))
             for i in range(len(self.cameras)):
                 H, W = float(self.cameras.height[i]), float(self.cameras.width[i])
-                fov = 2.0 * math.atan(0.5 * H / float(self.cameras.fy[i]))
+                fov = focal_to_fov(float(self.cameras.fy[i]), H)
                 handle = scene.add_camera_frustum(
                     f"/cameras/{i:04d}", fov=fov, aspect=W / H, scale=0.06 * extent,
                     wxyz=rotmat_to_quat(c2w[i, :3, :3]), position=c2w[i, :3, 3],
@@ -290,7 +284,7 @@ class ViewerServer:
                 )
                 handle.on_click(self._make_jump(i, fov))
                 self.frustums.append(handle)
-            self._set_initial_camera(c2w[0], fov=2.0 * math.atan(0.5 * float(self.cameras.height[0]) / float(self.cameras.fy[0])),
+            self._set_initial_camera(c2w[0], fov=focal_to_fov(float(self.cameras.fy[0]), float(self.cameras.height[0])),
                                      target=self._scene_center())
         if points is not None and points[0] is not None and len(points[0]) > 0:
             pts = np.asarray(points[0], dtype=np.float32)
@@ -305,9 +299,10 @@ class ViewerServer:
 
     def _scene_center(self) -> np.ndarray:
         model, _ = self.current_model()
-        if model is None or model.num_gaussians == 0:
+        c = None if model is None else centers(model)
+        if c is None or len(c) == 0:
             return np.zeros(3)
-        return model.means.detach().float().median(0).values.cpu().numpy().astype(np.float64)
+        return c.float().median(0).values.cpu().numpy().astype(np.float64)
 
     def _set_initial_camera(self, c2w: np.ndarray, fov: float, target: np.ndarray) -> None:
         fwd = c2w[:3, 2]
@@ -350,7 +345,8 @@ class ViewerServer:
                 out = gui.add_dropdown("Output", OUTPUTS, initial_value=self.settings.output)
                 res = gui.add_slider("Max resolution", min=128, max=4096, step=64, initial_value=self.settings.max_res)
                 sh = gui.add_slider("SH degree", min=0, max=max(self.settings.sh_degree, 1), step=1,
-                                    initial_value=self.settings.sh_degree)
+                                    initial_value=self.settings.sh_degree,
+                                    visible=self._max_sh_degree() is not None)
                 bg = gui.add_rgb("Background", tuple(int(round(255 * c)) for c in self.settings.background))
                 near = gui.add_number("Near", initial_value=self.settings.near, min=1e-4, step=0.01)
                 far = gui.add_number("Far", initial_value=self.settings.far, min=1e-3, step=1.0)
@@ -385,7 +381,7 @@ class ViewerServer:
                 def _(_) -> None:
                     self.point_cloud.visible = show_pts.value
 
-        with gui.add_folder("Crop box"):
+        with gui.add_folder("Crop box", visible=can_crop(self._source())):
             enabled = gui.add_checkbox("Crop", initial_value=self.crop.enabled)
             lo = gui.add_vector3("Min", initial_value=self.crop.lo, step=0.01)
             hi = gui.add_vector3("Max", initial_value=self.crop.hi, step=0.01)
@@ -394,12 +390,12 @@ class ViewerServer:
 
             def crop_update(_=None) -> None:
                 a, b = np.asarray(lo.value, float), np.asarray(hi.value, float)
-                self.set_crop(CropBox(bool(enabled.value), tuple(np.minimum(a, b)), tuple(np.maximum(a, b))))
+                self.set_crop(Box(np.minimum(a, b), np.maximum(a, b), bool(enabled.value)))
 
             for h in (enabled, lo, hi):
                 h.on_update(crop_update)
 
-    def set_crop(self, crop: CropBox) -> None:
+    def set_crop(self, crop: Box) -> None:
         self.crop = crop
         self._update_crop_box()
         self._save_crop()
@@ -413,29 +409,27 @@ class ViewerServer:
         self.crop_box.scale = tuple(np.maximum(hi - lo, 1e-6))
         self.crop_box.visible = self.crop.enabled
 
-    def _load_crop(self) -> CropBox:
+    def _load_crop(self) -> Box:
         if self.crop_path is not None and self.crop_path.exists():
             try:
-                return CropBox.from_json(json.loads(self.crop_path.read_text()))
+                return Box.from_json(json.loads(self.crop_path.read_text()))
             except (ValueError, KeyError, TypeError) as e:
                 self._once("crop", f"{self.crop_path}: ignoring unreadable crop box ({e})")
         model, _ = self.current_model()
-        if model is not None and model.num_gaussians > 0:
-            # Default box: the 1st..99th percentile of the means (a subsample keeps it cheap).
-            m = model.means.detach().float().cpu().numpy()[:: max(1, model.num_gaussians // 100000)]
+        c = None if model is None else centers(model)
+        if c is not None and len(c) > 0:
+            # Default box: the 1st..99th percentile of the centres (a subsample keeps it cheap).
+            m = c.float().cpu().numpy()[:: max(1, len(c) // 100000)]
             lo, hi = np.percentile(m, 1, axis=0), np.percentile(m, 99, axis=0)
-            return CropBox(False, tuple(float(v) for v in lo), tuple(float(v) for v in hi))
-        return CropBox()
+            return Box(lo, hi, enabled=False)
+        return Box(enabled=False)
 
     def _save_crop(self) -> None:
         if self.crop_path is None:
             return
         try:
-            self.crop_path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".viewer_crop.", suffix=".tmp", dir=self.crop_path.parent)
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(self.crop.to_json(self.normalization), indent=2) + "\n")
-            os.replace(tmp, self.crop_path)
+            text = json.dumps(self.crop.to_json(self.normalization), indent=2) + "\n"
+            atomic_write_bytes(self.crop_path, text.encode())
         except OSError as e:
             self._once("cropsave", f"{self.crop_path}: could not save the crop box ({e.strerror})")
 
@@ -475,7 +469,8 @@ class ViewerServer:
             return
         self._splat_version = version
         arrays = browser_splats(model)
-        self.server.scene.add_gaussian_splats("/splats", **arrays)
+        if arrays is not None:
+            self.server.scene.add_gaussian_splats("/splats", **arrays)
 
     def _stats_loop(self) -> None:
         last_md = None
@@ -498,13 +493,12 @@ class ViewerServer:
             fps = sum(1 for t in self._frame_times if now - t <= 2.0) / 2.0
             render_ms, size = 1000 * self._last_render_s, self._last_size
         model, _ = self.current_model()
-        n = 0 if model is None else model.num_gaussians
-        lines = [f"**Gaussians** {n:,}"]
+        lines = ["starting..." if model is None else stats_line(model)]
         if not self.client_splats:
             lines.append(f"**Render** {fps:.1f} frames/s, last {render_ms:.0f} ms at {size[0]}x{size[1]}")
         if self.feed is not None:
             latest = self.feed.latest()
-            stats = latest[2] if latest else {}
+            stats = latest[1] if latest else {}
             parts = []
             for k, fmt in (("step", "{:,}"), ("loss", "{:.4f}"), ("steps_per_s", "{:.1f}")):
                 if k in stats:

@@ -1,92 +1,50 @@
-"""Model <-> plain arrays for the viewer: the live feed's activated tensors as a
-renderable model, crop-box filtering, and the browser-side splat arrays."""
+"""The viewer's optional renderer capabilities (renderers/base.py), reached with getattr
+so the viewer never imports a method: the crop box (a `scenes.geometry.Box`), the primitives' centres, and the
+browser-side splat arrays. A renderer without one simply does not offer the feature."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from splatlab.renderers.common import box_corners, quat_to_rotmat
-from splatlab.renderers.splat import SplatModel, sh_to_rgb
+from splatlab.scenes.geometry import Box
 
 
-def model_from_activated(splats: dict[str, Tensor], sh_degree: int) -> SplatModel:
-    """LiveFeed splats (activated: scales, opacities in [0, 1], sh N K 3) -> SplatModel.
-    Inverting the activations costs one pass over N, done once per published version."""
-    eps = 1e-6
-    sh = splats["sh"]
-    raw = {
-        "means": splats["means"],
-        "quats": splats["quats"],
-        "scales": torch.log(splats["scales"].clamp_min(1e-12)),
-        "opacities": torch.logit(splats["opacities"].clamp(eps, 1 - eps)),
-        "sh0": sh[:, :1],
-        "shN": sh[:, 1:],
-    }
-    return SplatModel({k: v.detach() for k, v in raw.items()}, sh_degree)
+def can_crop(renderer) -> bool:
+    return hasattr(renderer, "cropped")
 
 
-@dataclass(frozen=True)
-class CropBox:
-    """Axis-aligned box in the model's (normalized) frame; Gaussians whose means lie
-    outside are hidden when `enabled`."""
-
-    enabled: bool = False
-    lo: tuple[float, float, float] = (-1.0, -1.0, -1.0)
-    hi: tuple[float, float, float] = (1.0, 1.0, 1.0)
-
-    def to_json(self, normalization=None) -> dict:
-        """The box in the normalized frame, plus (given the run's `Normalization`) the
-        box in original dataset coordinates, the frame splat.ply and exports are in."""
-        d = {"enabled": self.enabled, "frame": "normalized",
-             "min": [float(v) for v in self.lo], "max": [float(v) for v in self.hi]}
-        if normalization is not None:
-            orig = normalization.invert_points(box_corners(self.lo, self.hi))
-            # Exact when the normalization has no rotation (every loader today); else the
-            # axis-aligned bounds of the rotated box.
-            d["original"] = {"min": [float(v) for v in orig.min(0)], "max": [float(v) for v in orig.max(0)]}
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "CropBox":
-        return cls(bool(d.get("enabled", False)), tuple(float(v) for v in d["min"]),
-                   tuple(float(v) for v in d["max"]))
-
-    def mask(self, means: Tensor) -> Tensor:
-        lo = torch.as_tensor(self.lo, dtype=means.dtype, device=means.device)
-        hi = torch.as_tensor(self.hi, dtype=means.dtype, device=means.device)
-        return ((means >= lo) & (means <= hi)).all(-1)
+def crop_renderer(renderer, crop: Optional[Box]):
+    """The renderer restricted to the box (unchanged when cropping is off or unsupported)."""
+    if crop is None or not crop.enabled or not can_crop(renderer):
+        return renderer
+    return renderer.cropped(crop.lo, crop.hi)
 
 
-def crop_model(model: SplatModel, crop: Optional[CropBox]) -> SplatModel:
-    if crop is None or not crop.enabled:
-        return model
-    keep = crop.mask(model.means.detach())
-    return SplatModel({k: v.detach()[keep] for k, v in model.splats.items()}, model.sh_degree)
+def centers(renderer) -> Optional[Tensor]:
+    """N 3 primitive centres (normalized frame), or None when the method has none."""
+    fn = getattr(renderer, "centers", None)
+    return None if fn is None else fn()
 
 
-def quats_scales_to_covariances(quats: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """N 4 (wxyz, any norm), N 3 scales -> N 3 3 covariances R diag(s^2) R^T."""
-    R = quat_to_rotmat(quats)
-    M = R * scales[:, None, :]
-    return M @ M.transpose(0, 2, 1)
+def browser_splats(renderer) -> Optional[dict[str, np.ndarray]]:
+    """Arrays for viser's add_gaussian_splats, or None when the method cannot give them."""
+    fn = getattr(renderer, "browser_splats", None)
+    return None if fn is None else fn()
 
 
-def browser_splats(model: SplatModel) -> dict[str, np.ndarray]:
-    """Arrays for viser's add_gaussian_splats: colour only (SH DC -> RGB), no view dependence."""
-    with torch.no_grad():
-        return {
-            "centers": model.means.detach().float().cpu().numpy(),
-            "covariances": quats_scales_to_covariances(
-                model.quats.detach().double().cpu().numpy(), model.scales.detach().double().cpu().numpy()
-            ).astype(np.float32),
-            "rgbs": sh_to_rgb(model.splats["sh0"].detach()[:, 0]).clamp(0, 1).float().cpu().numpy(),
-            "opacities": model.opacities.detach().float().cpu().numpy()[:, None],
-        }
+def num_primitives(renderer) -> Optional[int]:
+    c = centers(renderer)
+    return None if c is None else int(c.shape[0])
 
 
-__all__ = ["model_from_activated", "CropBox", "crop_model", "browser_splats", "quats_scales_to_covariances"]
+def stats_line(renderer) -> str:
+    stats: dict[str, Any] = renderer.stats()
+    return " · ".join(f"**{k}** {v:,}" if isinstance(v, int) else f"**{k}** {v}" for k, v in stats.items())
+
+
+__all__ = ["browser_splats", "can_crop", "centers", "crop_renderer", "num_primitives",
+           "stats_line"]

@@ -1,5 +1,5 @@
 """gsplat's own writers (`gsplat.exporter.export_splats`, pure torch, runs on CPU, reached
-through `splatlab.rasterizer.exporters`) for the formats both `splat` and `ply-compressed`
+through `splatlab.renderers.splat.exporters`) for the formats both `splat` and `ply-compressed`
 hand to it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from .common import crop_box, original_splats, write_bytes
 
 def export_with_gsplat(target, opts, gsplat_format: str) -> int:
     """Write `opts.output` in gsplat format `gsplat_format`; returns the Gaussian count."""
-    from splatlab.rasterizer.exporters import export_splats
+    from splatlab.renderers.splat.exporters import export_splats
 
     s = original_splats(target, crop_box(opts, target), where=opts.output)
     data = export_splats(

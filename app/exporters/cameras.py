@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from splatlab.scenes.geometry import OPENCV_TO_OPENGL
+
 from ..errors import UserError
 from .common import ExportArgs, check_output, write_bytes
 
 HELP = "train/test cameras as nerfstudio transforms.json (OpenGL axes)"
 SUFFIXES = (".json",)
-OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 @dataclass
@@ -29,11 +30,7 @@ class Options(ExportArgs):
 
 def camtoworlds_original(c2w_norm: np.ndarray, normalization) -> np.ndarray:
     """C 4 4 camera-to-world (normalized frame) -> original frame, axes unchanged."""
-    R = np.asarray(normalization.rotation, dtype=np.float64)
-    out = np.array(c2w_norm, dtype=np.float64, copy=True)
-    out[:, :3, :3] = R.T @ out[:, :3, :3]
-    out[:, :3, 3] = normalization.invert_points(out[:, :3, 3])
-    return out
+    return normalization.invert_c2w(c2w_norm)
 
 
 def transforms_json(scene_json: dict, normalization) -> dict:

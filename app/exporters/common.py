@@ -30,9 +30,9 @@ class ExportArgs:
 
 
 def crop_box(opts: ExportArgs, target=None):
-    """`Crop` (original coordinates) from the options, else the viewer's saved crop box of
+    """A `Box` (original coordinates) from the options, else the viewer's saved crop box of
     `target`'s run when enabled, else None; a half-given or inside-out box is a UserError."""
-    from splatlab.renderers.splat.io import Crop
+    from splatlab.scenes.geometry import Box
 
     if opts.crop_min is None and opts.crop_max is None:
         return viewer_crop(target) if opts.use_viewer_crop and target is not None else None
@@ -41,9 +41,7 @@ def crop_box(opts: ExportArgs, target=None):
     if any(lo > hi for lo, hi in zip(opts.crop_min, opts.crop_max)):
         raise UserError(f"crop box is inside out: --crop-min {list(opts.crop_min)} exceeds "
                         f"--crop-max {list(opts.crop_max)} on some axis")
-    import numpy as np
-
-    return Crop(np.asarray(opts.crop_min, dtype=np.float64), np.asarray(opts.crop_max, dtype=np.float64))
+    return Box(opts.crop_min, opts.crop_max)
 
 
 def viewer_crop(target):
@@ -51,9 +49,7 @@ def viewer_crop(target):
     import json
     import sys
 
-    import numpy as np
-
-    from splatlab.renderers.splat.io import Crop
+    from splatlab.scenes.geometry import Box
 
     saved = None if target.run_dir is None else Path(target.run_dir) / "viewer_crop.json"
     if saved is None or not saved.exists():
@@ -62,8 +58,7 @@ def viewer_crop(target):
         d = json.loads(saved.read_text())
         if not d.get("enabled"):
             return None
-        box = Crop(np.asarray(d["original"]["min"], dtype=np.float64),
-                   np.asarray(d["original"]["max"], dtype=np.float64))
+        box = Box(d["original"]["min"], d["original"]["max"])
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"unreadable crop box ({e}); fix it or pass --no-use-viewer-crop", saved) from None
     print(f"using the crop box saved by the viewer in {saved} (--no-use-viewer-crop ignores it)",
@@ -102,7 +97,7 @@ def original_splats(target, crop=None, where=None) -> dict:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    from ..runs import atomic_write_bytes
+    from splatlab.scenes.files import atomic_write_bytes
 
     try:
         atomic_write_bytes(path, data)

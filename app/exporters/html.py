@@ -21,27 +21,22 @@ class Options(ExportArgs):
 
 
 def _crop_normalized(target, opts: Options):
-    from splatlab.viewer.splats import CropBox
-
     crop = crop_box(opts, target)  # original coordinates
     if crop is None:
         return None
-    from splatlab.renderers.common import box_corners
-
-    c = target.normalization.apply_points(box_corners(crop.lo, crop.hi))
-    return CropBox(True, tuple(c.min(0)), tuple(c.max(0)))
+    return target.normalization.apply_box(crop)
 
 
 def export(target, opts: Options) -> str:
     from splatlab.viewer.html import build_html
-    from splatlab.viewer.splats import crop_model
+    from splatlab.viewer.splats import crop_renderer, num_primitives
 
     check_output(opts.output, SUFFIXES)
     crop = _crop_normalized(target, opts)
-    n = crop_model(target.model, crop).num_gaussians
+    n = num_primitives(crop_renderer(target.renderer, crop))
     if n == 0:
         raise UserError("the crop box contains no Gaussians", opts.output)
     bg = (target.scene_json or {}).get("background")
-    build_html(target.model, opts.output, cameras=target.cameras(), background=bg, crop=crop)
+    build_html(target.renderer, opts.output, cameras=target.cameras(), background=bg, crop=crop)
     size = opts.output.stat().st_size / 1e6
     return f"wrote {opts.output} ({n:,} Gaussians, {size:.1f} MB, self-contained HTML)"

@@ -14,13 +14,13 @@ an empty mesh. open3d needs the system library libusb-1.0 (Debian: libusb-1.0-0)
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
+
+from splatlab.scenes.files import atomic_path
 
 from ..errors import UserError
 from .common import ExportArgs, check_output, crop_box
@@ -133,9 +133,7 @@ def _write_mesh(mesh, path: Path) -> None:
     o3d = _open3d()
     path = Path(path)
     suffix = path.suffix.lower()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if suffix == ".glb":
             try:
                 import trimesh
@@ -143,15 +141,11 @@ def _write_mesh(mesh, path: Path) -> None:
                 raise UserError("writing .glb needs trimesh (pip install trimesh); or use .ply/.obj", path) from None
             colors = (np.asarray(mesh.vertex_colors) * 255 + 0.5).clip(0, 255).astype(np.uint8)
             trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.triangles),
-                            vertex_colors=colors, process=False).export(tmp)
+                            vertex_colors=colors, process=False).export(str(tmp))
         else:
             mesh.compute_vertex_normals()
-            if not o3d.io.write_triangle_mesh(tmp, mesh, write_vertex_colors=True):
+            if not o3d.io.write_triangle_mesh(str(tmp), mesh, write_vertex_colors=True):
                 raise UserError("open3d could not write the mesh", path)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def export(target, opts: Options) -> str:

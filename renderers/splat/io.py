@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -20,9 +19,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from splatlab.renderers.common import atomic_write_bytes, rotmat_to_quat
 from splatlab.rasterizer.sh import sh_bases
-from splatlab.scenes.types import Normalization, SceneError
+from splatlab.scenes.files import atomic_write_bytes
+from splatlab.scenes.geometry import Box, Normalization, quat_multiply, rotmat_to_quat
+from splatlab.scenes.types import SceneError
 
 from .model import SplatModel
 
@@ -71,18 +71,6 @@ def sh_rotation_matrices(R: Float[np.ndarray, "3 3"], degree: int) -> list[Tenso
     return mats
 
 
-def _quat_mul(a: Tensor, b: Tensor) -> Tensor:
-    """Hamilton product of wxyz quaternions (broadcasting)."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ], dim=-1)
-
-
 def transform_splats(splats: dict[str, Tensor], sh_degree: int, T: Normalization) -> dict[str, Tensor]:
     """Raw splat params mapped by the similarity x' = scale * R @ x + translation:
     means mapped, log-scales shifted by log(scale), quats pre-multiplied by R, SH bands
@@ -100,7 +88,7 @@ def transform_splats(splats: dict[str, Tensor], sh_degree: int, T: Normalization
     out["scales"] = (splats["scales"].double() + np.log(float(T.scale))).float()
     if not np.allclose(R, np.eye(3)):
         qR = torch.as_tensor(rotmat_to_quat(R), device=dev)
-        out["quats"] = _quat_mul(qR, splats["quats"].double()).float()
+        out["quats"] = quat_multiply(qR, splats["quats"].double()).float()
         shN = splats["shN"].double().clone()  # N K-1 3, bands l=1.. stacked
         # colour'(d') = colour(R^T d') = Y(R^T d') @ f = Y(d') @ M(R^T) @ f, so f' = M(R^T) f.
         for l, M in enumerate(sh_rotation_matrices(R.T, sh_degree), start=1):
@@ -117,24 +105,11 @@ def to_original_frame(model: SplatModel, normalization: Optional[Normalization])
     `normalization`, which maps original -> normalized)."""
     if normalization is None:
         return {k: v.detach().float().clone() for k, v in model.splats.items()}
-    s = float(normalization.scale)
-    R = np.asarray(normalization.rotation, dtype=np.float64)
-    t = np.asarray(normalization.translation, dtype=np.float64).reshape(3)
-    inv = Normalization(scale=1.0 / s, translation=-(R.T @ t) / s, rotation=R.T)
-    return transform_splats(dict(model.splats), model.sh_degree, inv)
+    return transform_splats(dict(model.splats), model.sh_degree, normalization.inverse())
 
 
-@dataclass
-class Crop:
-    """An axis-aligned box (inclusive) in the coordinates of the file being written."""
-
-    lo: Float[np.ndarray, "3"]
-    hi: Float[np.ndarray, "3"]
-
-    def mask(self, means: Tensor) -> Tensor:
-        lo = torch.as_tensor(np.asarray(self.lo, dtype=np.float32), device=means.device)
-        hi = torch.as_tensor(np.asarray(self.hi, dtype=np.float32), device=means.device)
-        return ((means >= lo) & (means <= hi)).all(dim=-1)
+# The crop box (in the coordinates of the file being written) is the one box type.
+Crop = Box
 
 
 def select_splats(splats: dict[str, Tensor], crop: Optional[Crop], where: Path | str | None) -> tuple[dict[str, Tensor], int]:

@@ -4,7 +4,7 @@ dict of tensors that checkpoints as is (`state_to`).
 
 Both run on CPU too: `DefaultStrategy`'s split/duplicate/prune/reset ops are plain torch,
 and `MCMCStrategy`'s two CUDA kernels (relocation, noise covariances) have torch twins
-that `splatlab.rasterizer.strategies` substitutes for non-CUDA tensors.
+that `splatlab.renderers.splat.strategies` substitutes for non-CUDA tensors.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Literal, Union
 import torch
 from torch import Tensor
 
-from splatlab.rasterizer.strategies import DefaultStrategy, MCMCStrategy, mcmc_step_post_backward
+from splatlab.renderers.splat.strategies import DefaultStrategy, MCMCStrategy, mcmc_step_post_backward
 
 StrategyKind = Literal["default", "mcmc"]
 

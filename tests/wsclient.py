@@ -1,4 +1,4 @@
-"""A minimal headless viser client (for the benchmark and tests): it sends camera
+"""A minimal headless viser client (for the tests and benchmarks/viewer_bench.py; not shipped): it sends camera
 messages the way the browser does and counts the background frames it gets back.
 
 Wire format (viser 1.1, infra/_infra.py): the browser sends one msgpack dict per message

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import UserError
+from . import CaptureError
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".mts", ".ts"}
 
@@ -37,7 +37,7 @@ def _reader(path: Path):
     try:
         return imageio.get_reader(str(path), format="ffmpeg")
     except Exception as e:  # imageio raises a handful of types for "cannot decode"
-        raise UserError(f"cannot decode this video ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+        raise CaptureError(f"cannot decode this video ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                         "is it a video ffmpeg can read? (pip install imageio-ffmpeg)", path) from None
 
 
@@ -51,10 +51,10 @@ def frame_count(path: Path) -> int:
         if n <= 0:
             n = reader.count_frames()
         return int(n)
-    except UserError:
+    except CaptureError:
         raise
     except Exception as e:
-        raise UserError(f"cannot decode this video ({type(e).__name__})", path) from None
+        raise CaptureError(f"cannot decode this video ({type(e).__name__})", path) from None
     finally:
         reader.close()
 
@@ -74,7 +74,7 @@ def extract_frames(
 
     path, out_dir = Path(path), Path(out_dir)
     if num_frames < 1:
-        raise UserError(f"--num-frames must be at least 1, not {num_frames}", path)
+        raise CaptureError(f"--num-frames must be at least 1, not {num_frames}", path)
     total = frame_count(path)
     windows = max(1, min(num_frames, total))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,7 @@ def extract_frames(
                 on_progress(i + 1, total)
     except Exception as e:
         if i < 0:
-            raise UserError(f"cannot decode this video ({type(e).__name__})", path) from None
+            raise CaptureError(f"cannot decode this video ({type(e).__name__})", path) from None
         # A truncated file: keep what decoded (ffmpeg often fails only at the very end).
     finally:
         reader.close()
@@ -112,5 +112,5 @@ def extract_frames(
     if on_progress is not None:
         on_progress(total, total)
     if not written:
-        raise UserError("no frames could be decoded from this video", path)
+        raise CaptureError("no frames could be decoded from this video", path)
     return written

@@ -1,5 +1,5 @@
-"""gsplat's densification strategies, reached through the rasterizer package (the only
-importer of gsplat). gsplat is imported on first attribute access, not with this module.
+"""gsplat's densification strategies (gsplat is imported only by rasterizer/ and
+renderers/splat/). gsplat is imported on first attribute access, not with this module.
 
     DefaultStrategy, MCMCStrategy, Strategy   gsplat.strategy's classes, unchanged
     mcmc_step_post_backward(...)              MCMCStrategy.step_post_backward on any device

@@ -1,5 +1,5 @@
 """gsplat's splat file writers (`gsplat.exporter.export_splats`, pure torch, runs on CPU),
-behind the rasterizer package (the only importer of gsplat)."""
+imported lazily (gsplat is imported only by rasterizer/ and renderers/splat/)."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .reference import covariance_3d
+from splatlab.rasterizer.reference import covariance_3d
 
 
 def compute_relocation(

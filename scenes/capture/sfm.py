@@ -30,7 +30,7 @@ EXHAUSTIVE_MAX_IMAGES = 100
 
 @runtime_checkable
 class Reporter(Protocol):
-    """Progress sink; `app/process.py` implements it with rich."""
+    """Progress sink; `process.RichReporter` implements it with rich."""
 
     def stage(self, name: str, total: Optional[int] = None) -> None: ...
     def update(self, completed: int, note: str = "") -> None: ...
@@ -86,9 +86,9 @@ def _pycolmap():
     try:
         import pycolmap
     except ImportError:
-        from .errors import UserError
+        from . import CaptureError
 
-        raise UserError("structure-from-motion needs pycolmap: pip install 'pycolmap>=3.10'") from None
+        raise CaptureError("structure-from-motion needs pycolmap: pip install 'pycolmap>=3.10'") from None
     pycolmap.logging.minloglevel = 2  # errors only: our progress display says the rest
     return pycolmap
 

@@ -1,0 +1,176 @@
+"""Training data: the device, the scene, and the samplers that turn it into `Batch`es.
+
+Shared by train, eval and view (it imports nothing of the loop). Images sit on the
+device as uint8; a sampler's `next(step)` never waits for the GPU: every index tensor
+it needs is built once, and per-step randomness is drawn on the device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from .errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from splatlab.renderers.base import Batch, BatchKind
+    from splatlab.scenes.types import Cameras, Scene
+
+
+def resolve_device(name: str) -> "torch.device":
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is available here (use --device cpu)")
+    return dev
+
+
+def load_data(cfg) -> "Scene":
+    """DATA -> Scene: `demo`/None is the built-in scene; a known scene format loads
+    directly; a bare photo folder or a video is posed first by `splatlab process`."""
+    from splatlab.scenes import SceneError, find_format, load_scene
+
+    from splatlab.scenes.capture.video import is_video
+
+    if cfg.data is None or (cfg.data == "demo" and not Path("demo").exists()):
+        return load_scene(None, downscale=cfg.downscale, test_every=cfg.test_every)
+    path = Path(cfg.data)
+    if not path.exists():
+        raise UserError("no such scene folder, photo folder or video", path)
+    try:
+        needs_poses = find_format(path).NAME == "images"  # a bare photo folder
+    except SceneError:
+        if not is_video(path):
+            raise
+        needs_poses = True
+    if needs_poses:
+        from splatlab.scenes.capture.process import posed_dataset
+
+        path = Path(posed_dataset(path))
+    return load_scene(path, downscale=cfg.downscale, test_every=cfg.test_every)
+
+
+def cameras_on(cams: "Cameras", device) -> "Cameras":
+    """Float tensors on `device`, image sizes left on the host (reading them never syncs)."""
+    import dataclasses
+
+    import torch
+
+    return dataclasses.replace(cams, **{
+        f.name: getattr(cams, f.name).to(device) for f in dataclasses.fields(cams)
+        if isinstance(getattr(cams, f.name), torch.Tensor) and getattr(cams, f.name).is_floating_point()
+    })
+
+
+def _load_images(scene: "Scene", with_alpha: bool, device) -> list:
+    import torch
+
+    return [torch.from_numpy(scene.images.load_rgba(i) if with_alpha else scene.images[i]).to(device)
+            for i in scene.train_idx]
+
+
+def _over(gt: "torch.Tensor", bg: "torch.Tensor") -> "torch.Tensor":
+    """RGBA (... 4) composited over per-item backgrounds (broadcastable ... 3)."""
+    return gt[..., :3] * gt[..., 3:] + bg * (1 - gt[..., 3:])
+
+
+class ImageSampler:
+    """One training view per step: shuffled epochs as a pure function of (seed, epoch), so
+    a resumed run needs no saved sampler state. With `random_background` (alpha scenes
+    only) each step's image is composited on a random colour."""
+
+    def __init__(self, scene: "Scene", device, seed: int, random_background: bool = False):
+        import torch
+
+        self.device, self.seed, self.n = device, seed, len(scene.train_idx)
+        self.random_bg = random_background and scene.images.alpha(scene.train_idx[0]) is not None
+        self.images = _load_images(scene, self.random_bg, device)
+        cams = cameras_on(scene.cameras[scene.train_idx], device)
+        self.cameras = [cams[i] for i in range(self.n)]
+        self.image_idx = [torch.tensor([i], device=device) for i in range(self.n)]
+        self.background = (None if scene.background is None
+                           else torch.tensor([scene.background], dtype=torch.float32, device=device))
+        self._order: list[int] = []
+        self._epoch = -1
+
+    def order(self, epoch: int) -> list[int]:
+        import torch
+
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def next(self, step: int) -> "Batch":
+        import torch
+
+        from splatlab.renderers.base import Batch
+
+        epoch, pos = divmod(step, self.n)
+        if epoch != self._epoch:
+            self._order, self._epoch = self.order(epoch), epoch
+        i = self._order[pos]
+        gt = self.images[i].unsqueeze(0).float() / 255.0  # 1 H W 3|4
+        bg = self.background
+        if self.random_bg:
+            bg = torch.rand(1, 3, device=self.device)
+            gt = _over(gt, bg[:, None, None, :])
+        return Batch("image", self.cameras[i], gt, self.image_idx[i], background=bg)
+
+
+class RaySampler:
+    """R random pixels across all training images per step (uniform over pixels), gathered
+    from the uint8 images on the device. `pixels` are pixel centres (x + 0.5, y + 0.5)."""
+
+    def __init__(self, scene: "Scene", device, rays_per_batch: int, random_background: bool = False):
+        import torch
+
+        if rays_per_batch < 1:
+            raise UserError(f"--rays-per-batch must be positive, got {rays_per_batch}")
+        self.device, self.R = device, int(rays_per_batch)
+        self.random_bg = random_background and scene.images.alpha(scene.train_idx[0]) is not None
+        imgs = _load_images(scene, self.random_bg, device)
+        self.pixels = torch.cat([im.reshape(-1, im.shape[-1]) for im in imgs])  # P 3|4 uint8
+        sizes = [im.shape[0] * im.shape[1] for im in imgs]
+        self.offsets = torch.tensor([0] + sizes[:-1], device=device).cumsum(0)  # first pixel of each
+        self.widths = torch.tensor([im.shape[1] for im in imgs], device=device)
+        self.total = sum(sizes)
+        self.cameras = cameras_on(scene.cameras[scene.train_idx], device)
+        self.background = (None if scene.background is None
+                           else torch.tensor([scene.background], dtype=torch.float32, device=device))
+
+    def next(self, step: int) -> "Batch":
+        import torch
+
+        from splatlab.renderers.base import Batch
+
+        flat = torch.randint(0, self.total, (self.R,), device=self.device)
+        img = torch.searchsorted(self.offsets, flat, right=True) - 1
+        local = flat - self.offsets[img]
+        w = self.widths[img]
+        xy = torch.stack([local % w, local // w], -1).float() + 0.5
+        gt = self.pixels[flat].float() / 255.0  # R 3|4
+        bg = None if self.background is None else self.background.expand(self.R, 3)
+        if self.random_bg:
+            bg = torch.rand(self.R, 3, device=self.device)
+            gt = _over(gt, bg)
+        return Batch("rays", self.cameras, gt, img, pixels=xy, background=bg)
+
+
+def make_sampler(kind: "BatchKind", scene: "Scene", device, *, seed: int,
+                 random_background: bool = False, rays_per_batch: Optional[int] = None):
+    """The sampler for a renderer's `batch_kind`."""
+    if kind == "image":
+        return ImageSampler(scene, device, seed, random_background)
+    if kind == "rays":
+        return RaySampler(scene, device, rays_per_batch or 4096, random_background)
+    raise ValueError(f"unknown batch kind {kind!r}")
+
+
+__all__ = ["ImageSampler", "RaySampler", "cameras_on", "load_data", "make_sampler", "resolve_device"]

@@ -1,0 +1,243 @@
+"""`SplatRenderer`: 3D Gaussian splatting behind the renderer contract (renderers/base.py).
+
+It wraps a `SplatModel` (the parameters, named as gsplat's strategies expect) and, while
+training, a densification strategy whose running state checkpoints with the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from splatlab.renderers.base import Batch, ParamGroup, Rendered, Renderer
+from splatlab.renderers.common import quat_to_rotmat
+
+from .config import PRESETS, SplatConfig
+from .model import SplatModel, scene_init_points, sh_to_rgb
+
+
+def init_model(cfg: SplatConfig, scene, extent: float, device) -> SplatModel:
+    """From the scene's points, or `init_num_points` uniform in a box of the scene's size."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    half = cfg.init_extent * extent
+    lo, hi = (np.full(3, -half), np.full(3, half)) if scene.bounds is None else scene.bounds
+    pts, cols = scene_init_points(scene.points, scene.point_colors, lo, hi,
+                                  cfg.init_num_points, generator=g)
+    if 0 < cfg.init_max_points < len(pts):
+        keep = torch.randperm(len(pts), generator=g)[: cfg.init_max_points]
+        pts, cols = pts[keep], cols[keep]
+    return SplatModel.from_points(pts.to(device), cols.to(device), cfg.sh_degree,
+                                  init_opacity=cfg.init_opacity, init_scale=cfg.init_scale)
+
+
+def _state_to(state: dict[str, Any], device) -> dict[str, Any]:
+    """A strategy state with its tensors moved (to "cpu" for a checkpoint)."""
+    return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in state.items()}
+
+
+def scene_extent(scene) -> float:
+    """gsplat's scene_scale: the camera spread, with a margin."""
+    return scene.extent * 1.1
+
+
+class SplatRenderer(Renderer):
+    name: ClassVar[str] = "splat"
+    config_cls: ClassVar[type] = SplatConfig
+    presets: ClassVar[dict] = PRESETS
+    batch_kind: ClassVar[str] = "image"
+    exports: ClassVar[tuple[str, ...]] = ("ply", "splat", "ply-compressed", "points", "mesh",
+                                          "cameras", "html")
+    file_suffixes: ClassVar[tuple[str, ...]] = (".ply",)
+
+    def __init__(self, model: SplatModel, *, render_sh_degree: Optional[int] = None,
+                 near_plane: float = 0.01, far_plane: float = 1e10):
+        self.model = model
+        self.render_sh_degree = render_sh_degree  # None: the model's full degree
+        self.near_plane, self.far_plane = near_plane, far_plane
+        # Training state (setup_training); a resumed strategy state waits here until then.
+        self._cfg: Optional[SplatConfig] = None
+        self._strategy = None
+        self._ops = None  # the strategy module (loads gsplat's strategy classes), set up for training
+        self._strategy_state: Optional[dict] = None
+        self._extent = 1.0
+        self._checked = False
+
+    # ---- construction and state -------------------------------------------------------
+    @classmethod
+    def build(cls, scene, cfg: SplatConfig, device) -> "SplatRenderer":
+        return cls(init_model(cfg, scene, scene_extent(scene), device))
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.model.state()  # {"sh_degree", "splats"}: the previous checkpoint's "model"
+        if self._strategy_state is not None:
+            state["strategy_state"] = _state_to(self._strategy_state, "cpu")
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device="cpu") -> "SplatRenderer":
+        r = cls(SplatModel.from_state(state, device))
+        if state.get("strategy_state") is not None:
+            r._strategy_state = _state_to(state["strategy_state"], r.device)
+        return r
+
+    @classmethod
+    def from_file(cls, path: Path, device="cpu") -> "SplatRenderer":
+        """A 3DGS PLY (INRIA, gsplat, nerfstudio, splatlab layouts)."""
+        from .io import read_ply
+
+        return cls(read_ply(path).to(device))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.means.device
+
+    # ---- rendering ---------------------------------------------------------------------
+    def _render(self, cameras, background, with_depth: bool, sh_degree: Optional[int],
+                absgrad: bool = False):
+        # Sizes first, from wherever they live (the training sampler keeps them on the host,
+        # so reading them never waits for the GPU); inv_ex: no error check, no sync.
+        width, height = int(cameras.width[0]), int(cameras.height[0])
+        if cameras.camtoworlds.device != self.device:
+            cameras = cameras.to(self.device)
+        viewmats = torch.linalg.inv_ex(cameras.camtoworlds).inverse
+        return self.model.render(
+            viewmats, cameras.Ks(), width, height,
+            sh_degree=sh_degree, backgrounds=background,
+            render_mode="RGB+ED" if with_depth else "RGB",
+            near_plane=self.near_plane, far_plane=self.far_plane, absgrad=absgrad,
+        )
+
+    @staticmethod
+    def _rendered(out, with_depth: bool) -> Rendered:
+        return Rendered(rgb=out.rgb, alpha=out.alphas,
+                        depth=out.colors[..., 3:4] if with_depth else None, extras={"info": out.info})
+
+    def render(self, cameras, *, background: Optional[Float[Tensor, "C 3"]] = None,
+               with_depth: bool = False) -> Rendered:
+        """Cameras of one image size (the rasterizer renders a batch at one W x H)."""
+        out = self._render(cameras, background, with_depth, self.render_sh_degree)
+        return self._rendered(out, with_depth)
+
+    def train_render(self, batch: Batch, step: int) -> Rendered:
+        cfg = self._cfg
+        degree = min(step // max(cfg.sh_degree_interval, 1), cfg.sh_degree)
+        out = self._render(batch.cameras, batch.background, False, degree, absgrad=cfg.absgrad)
+        return self._rendered(out, False)
+
+    # ---- training hooks ----------------------------------------------------------------
+    def setup_training(self, cfg: SplatConfig, scene) -> None:
+        from . import strategy as strat  # gsplat's strategy classes load with it
+
+        self._cfg, self._ops = cfg, strat
+        self._extent = scene_extent(scene)
+        self._strategy = strat.make_strategy(
+            cfg.strategy, refine_start=cfg.refine_start, refine_stop=cfg.refine_stop,
+            refine_every=cfg.refine_every, reset_every=cfg.reset_every,
+            grow_grad2d=cfg.grow_grad2d, grow_scale3d=cfg.grow_scale3d, prune_opa=cfg.prune_opa,
+            prune_scale3d=cfg.prune_scale3d, absgrad=cfg.absgrad, cap_max=cfg.cap_max,
+            noise_lr=cfg.noise_lr,
+        )
+        if self._strategy_state is None:
+            self._strategy_state = strat.initial_state(self._strategy, self._extent)
+
+    def param_groups(self, cfg: SplatConfig) -> list[ParamGroup]:
+        """One group per splat tensor, named as gsplat's strategies edit them; eps=1e-15 as
+        3DGS (the tiny gradients of far-away Gaussians still move them)."""
+        p = self.model.splats
+        return [
+            ParamGroup("means", [p["means"]], cfg.lr_means * self._extent, lr_final=cfg.lr_means_final),
+            ParamGroup("scales", [p["scales"]], cfg.lr_scales),
+            ParamGroup("quats", [p["quats"]], cfg.lr_quats),
+            ParamGroup("opacities", [p["opacities"]], cfg.lr_opacities),
+            ParamGroup("sh0", [p["sh0"]], cfg.lr_sh0),
+            ParamGroup("shN", [p["shN"]], cfg.lr_shN),
+        ]
+
+    def before_backward(self, step: int, out: Rendered, optimizers: dict) -> None:
+        if not self._checked:
+            self._strategy.check_sanity(self.model.splats, optimizers)
+            self._checked = True
+        self._ops.pre_backward(self._strategy, self.model.splats, optimizers, self._strategy_state,
+                           step, out.extras["info"])
+
+    def after_step(self, step: int, out: Rendered, optimizers: dict) -> Optional[str]:
+        n_before = self.model.num_gaussians
+        lr_means = optimizers["means"].param_groups[0]["lr"]
+        self._ops.post_backward(self._strategy, self.model.splats, optimizers, self._strategy_state,
+                            step, out.extras["info"], lr_means)
+        n = self.model.num_gaussians
+        return None if n == n_before else f"{n_before:,} -> {n:,} Gaussians"
+
+    def extra_losses(self, step: int, out: Rendered, batch: Batch) -> dict[str, Tensor]:
+        cfg, losses = self._cfg, {}
+        if cfg.opacity_reg > 0:
+            losses["opacity_reg"] = cfg.opacity_reg * self.model.opacities.mean()
+        if cfg.scale_reg > 0:
+            losses["scale_reg"] = cfg.scale_reg * self.model.scales.mean()
+        return losses
+
+    # ---- reporting and outputs ---------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        return {"Gaussians": self.model.num_gaussians}
+
+    def metrics(self) -> dict[str, Any]:
+        return {"num_gaussians": self.model.num_gaussians}
+
+    def write_outputs(self, run_dir: Path, normalization) -> list[Path]:
+        from .io import write_ply
+
+        path = Path(run_dir) / "splat.ply"
+        write_ply(self.model, path, normalization=normalization)
+        return [path]
+
+    def live_copy(self) -> "SplatRenderer":
+        """Detached clones of the raw parameters: the optimizers update them in place."""
+        with torch.no_grad():
+            splats = {k: v.detach().clone() for k, v in self.model.splats.items()}
+        return SplatRenderer(SplatModel(splats, self.model.sh_degree))
+
+    # ---- optional capabilities (renderers/base.py) -------------------------------------
+    @property
+    def sh_degree(self) -> int:
+        return self.model.sh_degree
+
+    def with_render_options(self, sh_degree: Optional[int] = None, near_plane: float = 0.01,
+                            far_plane: float = 1e10) -> "SplatRenderer":
+        """The same model (shared tensors) rendered at another SH degree / clip range."""
+        return SplatRenderer(self.model, render_sh_degree=sh_degree, near_plane=near_plane,
+                             far_plane=far_plane)
+
+    def centers(self) -> Float[Tensor, "N 3"]:
+        return self.model.means.detach()
+
+    def cropped(self, lo, hi) -> "SplatRenderer":
+        """Only the Gaussians whose means lie inside the box [lo, hi] (normalized frame)."""
+        m = self.model.means.detach()
+        lo_t = torch.as_tensor(lo, dtype=m.dtype, device=m.device)
+        hi_t = torch.as_tensor(hi, dtype=m.dtype, device=m.device)
+        keep = ((m >= lo_t) & (m <= hi_t)).all(-1)
+        model = SplatModel({k: v.detach()[keep] for k, v in self.model.splats.items()},
+                           self.model.sh_degree)
+        return SplatRenderer(model, render_sh_degree=self.render_sh_degree,
+                             near_plane=self.near_plane, far_plane=self.far_plane)
+
+    def browser_splats(self) -> dict[str, np.ndarray]:
+        """Arrays for viser's add_gaussian_splats: colour only (SH DC -> RGB)."""
+        m = self.model
+        with torch.no_grad():
+            R = quat_to_rotmat(m.quats.detach().double().cpu().numpy())
+            M = R * m.scales.detach().double().cpu().numpy()[:, None, :]
+            return {
+                "centers": m.means.detach().float().cpu().numpy(),
+                "covariances": (M @ M.transpose(0, 2, 1)).astype(np.float32),
+                "rgbs": sh_to_rgb(m.splats["sh0"].detach()[:, 0]).clamp(0, 1).float().cpu().numpy(),
+                "opacities": m.opacities.detach().float().cpu().numpy()[:, None],
+            }
+
+
+__all__ = ["SplatRenderer", "init_model", "scene_extent"]
