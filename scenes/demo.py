@@ -523,14 +523,14 @@ def load(
             rgb = np.clip(rgb * gains[i], 0, 1)
         return np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
 
-    def mask(i: int) -> Optional[np.ndarray]:
-        """uint8 H W, 255 where the pixel is real scene, 0 where any sub-sample sees the
-        distractor (None: no mask for this view)."""
+    def mask(i: int) -> np.ndarray:
+        """uint8 H W (ImageSet's masks: 255 = use the pixel, 0 = ignore it): 0 where any
+        sub-sample sees the distractor; all 255 in views without it."""
+        wi, hi = int(cams.width[i]), int(cams.height[i])
         if i not in transient:
-            return None
+            return np.full((hi, wi), 255, np.uint8)
         prims = primitives()
         _, _, which = _render(cams, i, ss[i], prims + [transient[i]], prims, true_c2w[i])
-        wi, hi = int(cams.width[i]), int(cams.height[i])
         hit = (which == len(prims)).reshape(hi, ss[i], wi, ss[i]).any((1, 3))
         return np.where(hit, 0, 255).astype(np.uint8)
 
@@ -539,7 +539,8 @@ def load(
         format=NAME,
         root=Path(NAME if variant is None else f"{NAME}:{variant}"),
         cameras=cams,
-        images=ImageSet([f"demo_{i:03d}.png" for i in range(C)], loader),
+        images=ImageSet([f"demo_{i:03d}.png" for i in range(C)], loader,
+                        masks=mask if variant == "distractor" else None),
         train_idx=train_idx,
         test_idx=test_idx,
         normalization=Normalization(),
@@ -549,12 +550,4 @@ def load(
         mesh=mesh(),
         meta=meta,
     )
-    if variant == "distractor":
-        attach_masks(scene, mask)
     return scene
-
-
-def attach_masks(scene: Scene, mask) -> None:
-    """Give the scene per-image masks (`mask(i)` -> uint8 H W or None)."""
-    scene.meta["has_masks"] = True
-    scene.masks = mask  # provisional until the loaders' mask field lands (scenes helper)

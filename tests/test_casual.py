@@ -266,14 +266,15 @@ def test_demo_distractor_masks_cover_exactly_the_transient_object():
     views = dis.meta["distractor_views"]
     assert len(views) == (len(dis.train_idx) + 1) // 2 and not set(views) & set(dis.test_idx)
     for i in views[:3]:
-        img, ref, m = dis.images[i], plain.images[i], dis.masks(i)
+        img, ref, m = dis.images[i], plain.images[i], dis.images.mask(i)
         assert m.shape == img.shape[:2] and 0.01 < (m == 0).mean() < 0.3
         # outside the mask the view is the clean scene (the ball casts no shadow)
         np.testing.assert_array_equal(img[m > 0], ref[m > 0])
         assert np.abs(img[m == 0].astype(int) - ref[m == 0]).mean() > 10
     clean = [i for i in dis.train_idx if i not in views][0]
     np.testing.assert_array_equal(dis.images[clean], plain.images[clean])
-    assert dis.masks(clean) is None
+    assert (dis.images.mask(clean) == 255).all() and dis.images.has_masks
+    assert not plain.images.has_masks
 
 
 def test_baked_3d_filter_renders_like_the_filtered_model():
@@ -312,3 +313,108 @@ def test_pose_opt_default_follows_where_the_poses_came_from(tmp_path):
     assert rough_poses(SimpleNamespace(meta={}, format="colmap", root=tmp_path))[0] is False
     (tmp_path / "process.json").write_text("not json")
     assert rough_poses(SimpleNamespace(meta={}, format="colmap", root=tmp_path))[0] is False
+
+
+# ---- wiring: masks in the loss and the sampler, the renderer's corrections --------------------
+def test_masked_pixels_do_not_touch_the_loss():
+    """Whatever the render shows where the mask is 0 (L1 and SSIM alike), the loss and
+    its gradient there are unchanged / zero."""
+    from splatlab.app.losses import batch_loss
+    from splatlab.renderers.base import Batch
+
+    torch.manual_seed(7)
+    gt = torch.rand(1, 16, 16, 3)
+    mask = torch.ones(1, 16, 16, 1)
+    mask[:, 4:9, 5:12] = 0
+    a = torch.rand(1, 16, 16, 3, requires_grad=True)
+    b = torch.where(mask > 0, a.detach(), torch.rand(1, 16, 16, 3))  # differs only where masked
+    batch = Batch("image", None, gt, torch.tensor([0]), mask=mask)
+    for rgb_loss in ("l1", "mse"):
+        la, _ = batch_loss(a, batch, rgb_loss, 0.2)
+        lb, _ = batch_loss(b, batch, rgb_loss, 0.2)
+        assert float(la.detach()) == pytest.approx(float(lb), rel=1e-6)
+        (g,) = torch.autograd.grad(la, a)
+        assert float(g[0, 4:9, 5:12].abs().max()) == 0.0 and float(g.abs().max()) > 0
+    plain, _ = batch_loss(b, Batch("image", None, gt, torch.tensor([0])), "l1", 0.2)
+    assert float(plain) > float(lb)  # unmasked, the differing pixels do count
+
+
+def test_sampler_hands_out_masks_only_when_asked_and_present():
+    from splatlab.app.data import make_sampler
+    from splatlab.app.errors import UserError
+    from splatlab.scenes import load_scene
+
+    dis = load_scene("demo:distractor", downscale=8)
+    s = make_sampler("image", dis, torch.device("cpu"), seed=0)  # unset: the scene has masks
+    batches = [s.next(k) for k in range(len(dis.train_idx))]
+    with_mask = {int(b.image_idx) for b in batches if b.mask is not None}
+    want = {k for k, i in enumerate(dis.train_idx) if i in dis.meta["distractor_views"]}
+    assert with_mask and with_mask <= want  # the ball may fall outside a tiny view
+    for b in batches:
+        if b.mask is not None:
+            i = dis.train_idx[int(b.image_idx)]
+            np.testing.assert_array_equal(b.mask[0, ..., 0].numpy(), dis.images.mask(i) > 0)
+    off = make_sampler("image", dis, torch.device("cpu"), seed=0, masks=False)
+    assert all(off.next(k).mask is None for k in range(len(dis.train_idx)))
+    with pytest.raises(UserError, match="no masks"):
+        make_sampler("image", load_scene("demo", downscale=8), torch.device("cpu"), seed=0, masks=True)
+
+
+def _tiny_renderer(data: str, **cfg_fields):
+    from splatlab.renderers.splat.config import PRESETS
+    from splatlab.renderers.splat.renderer import SplatRenderer
+    from splatlab.scenes import load_scene
+
+    import dataclasses
+
+    cfg = dataclasses.replace(PRESETS["cpu"][1], data=data, downscale=8, init_max_points=300, **cfg_fields)
+    scene = load_scene(data, downscale=8)
+    r = SplatRenderer.build(scene, cfg, torch.device("cpu"))
+    r.setup_training(cfg, scene)
+    return r, cfg, scene
+
+
+def test_renderer_applies_pose_and_appearance_corrections_from_image_idx(tmp_path):
+    from splatlab.app.data import make_sampler
+    from splatlab.app.runs import with_refined_poses
+    from splatlab.renderers.splat.renderer import SplatRenderer
+
+    r, cfg, scene = _tiny_renderer("demo:noisy-poses", appearance="affine")
+    names = [g.name for g in r.param_groups(cfg)]
+    assert names[-2:] == ["appearance", "poses"]  # pose-opt on by default: poses marked rough
+    batch = make_sampler("image", scene, torch.device("cpu"), seed=0).next(0)
+    out = r.train_render(batch, 0)
+    out.rgb.mean().backward()
+    k = int(batch.image_idx)
+    assert float(r.casual.poses.deltas.grad[k].abs().sum()) > 0
+    assert float(r.casual.appearance.deltas.grad[k].abs().sum()) > 0
+    assert float(r.casual.poses.deltas.grad[k + 1].abs().sum()) == 0  # other views untouched
+    with torch.no_grad():
+        r.casual.poses.deltas[3] = torch.tensor([0.01, 0, 0, 0, 0.02, 0])
+    # Checkpoint round trip keeps the corrections; refined poses reach the run's cameras.
+    r2 = SplatRenderer.from_state(r.state_dict())
+    r2.setup_training(cfg, scene)
+    torch.testing.assert_close(r2.casual.poses.deltas, r.casual.poses.deltas)
+    r.write_outputs(tmp_path, scene.normalization)
+    from splatlab.app import runs
+
+    sj = with_refined_poses(runs.scene_to_json(scene), tmp_path)
+    given, refined = np.asarray(sj["cameras"]["camtoworlds_given"]), np.asarray(sj["cameras"]["camtoworlds"])
+    moved = np.abs(refined - given).max(axis=(1, 2)) > 1e-4
+    assert moved.tolist() == [i == scene.train_idx[3] for i in range(len(given))]
+
+
+def test_antialias_is_part_of_the_model_and_follows_densification():
+    from splatlab.renderers.splat.renderer import SplatRenderer
+
+    r, cfg, scene = _tiny_renderer("demo:zoom", antialias=True)
+    assert r.filter_variance is not None and r.filter_variance.shape == (r.model.num_gaussians,)
+    assert float(r.filter_variance.min()) > 0
+    back = SplatRenderer.from_state(r.state_dict())
+    assert back.antialias and torch.equal(back.filter_variance, r.filter_variance)
+    cams = scene.cameras[scene.test_idx[:1]]
+    torch.testing.assert_close(back.render(cams).rgb, r.render(cams).rgb)
+    live = r.live_copy()
+    torch.testing.assert_close(live.render(cams).rgb, r.render(cams).rgb)
+    plain, _, _ = _tiny_renderer("demo:zoom")
+    assert plain.filter_variance is None and not plain.antialias
