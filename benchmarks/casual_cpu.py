@@ -4,6 +4,7 @@ off and on at `--preset cpu`, one table.
     python3 benchmarks/casual_cpu.py                  # the 8 runs, under runs/casual-cpu/
     python3 benchmarks/casual_cpu.py --only exposure  # one case (2 runs)
     python3 benchmarks/casual_cpu.py --table          # re-print the table from finished runs
+    python3 benchmarks/casual_cpu.py --jobs 8         # all runs at once, one thread each
 
 Targets (issue 12): appearance >= +1.5 dB test PSNR on demo:exposure (cc_psnr shown too);
 pose refinement >= +1.5 dB and a lower pose error on demo:noisy-poses; masks >= +1 dB on
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -32,8 +34,9 @@ CASES = {
 }
 
 
-def train(run_dir: Path, data: str, flags: list[str], fresh: bool) -> float:
-    """Train (unless a finished run is there); returns the wall-clock seconds spent."""
+def train(run_dir: Path, data: str, flags: list[str], fresh: bool, threads: int = 0) -> float:
+    """Train (unless a finished run is there); returns the wall-clock seconds spent.
+    `threads` > 0 limits the run's CPU threads (parallel jobs)."""
     if (run_dir / "metrics.json").exists() and not fresh:
         return 0.0
     if run_dir.exists():
@@ -41,8 +44,9 @@ def train(run_dir: Path, data: str, flags: list[str], fresh: bool) -> float:
     cmd = [sys.executable, "-m", "splatlab.app.cli", "train", data, "--preset", "cpu",
            "--device", "cpu", "--output", str(run_dir), *flags]
     print("$ " + " ".join(cmd[2:]), flush=True)
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads > 0 else {}))
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
     return time.perf_counter() - t
 
 
@@ -107,15 +111,21 @@ def main() -> int:
     ap.add_argument("--only", choices=list(CASES), action="append", help="run only these cases")
     ap.add_argument("--fresh", action="store_true", help="retrain even where a finished run exists")
     ap.add_argument("--table", action="store_true", help="only print the table of finished runs")
+    ap.add_argument("--jobs", type=int, default=1, help="trainings at once (one CPU thread each when > 1)")
     args = ap.parse_args()
     root = Path(args.root)
     cases = args.only or list(CASES)
     seconds: dict[str, float] = {}
     if not args.table:
-        for case in cases:
-            data, _, off, on, _ = CASES[case]
-            for key, flags in (("off", off), ("on", on)):
-                seconds[f"{case}-{key}"] = train(root / f"{case}-{key}", data, flags, args.fresh)
+        from concurrent.futures import ThreadPoolExecutor
+
+        jobs = [(f"{case}-{key}", CASES[case][0], flags) for case in cases
+                for key, flags in (("off", CASES[case][2]), ("on", CASES[case][3]))]
+        threads = 1 if args.jobs > 1 else 0
+        with ThreadPoolExecutor(max(args.jobs, 1)) as pool:
+            futures = {name: pool.submit(train, root / name, data, flags, args.fresh, threads)
+                       for name, data, flags in jobs}
+            seconds = {name: f.result() for name, f in futures.items()}
     rows = [row(c, root, seconds) for c in cases
             if all((root / f"{c}-{k}" / "metrics.json").exists() for k in ("off", "on"))]
     print_table(rows)
