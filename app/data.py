@@ -42,8 +42,10 @@ def load_data(cfg) -> "Scene":
 
     how = dict(format=getattr(cfg, "format", None), images=getattr(cfg, "images", None),
                colmap_path=getattr(cfg, "colmap_path", None))
-    if cfg.data is None or (cfg.data == "demo" and not Path("demo").exists()):
-        return load_scene(None, downscale=cfg.downscale, test_every=cfg.test_every)
+    from splatlab.scenes import demo
+
+    if cfg.data is None or demo.sniff(cfg.data):  # `demo` or a variant such as `demo:zoom`
+        return load_scene(cfg.data, downscale=cfg.downscale, test_every=cfg.test_every)
     path = Path(cfg.data)
     if not path.exists():
         raise UserError("no such scene folder, photo folder or video", path)
@@ -84,17 +86,34 @@ def _over(gt: "torch.Tensor", bg: "torch.Tensor") -> "torch.Tensor":
     return gt[..., :3] * gt[..., 3:] + bg * (1 - gt[..., 3:])
 
 
+def use_masks(scene: "Scene", masks: Optional[bool]) -> bool:
+    """--masks/--no-masks against what the scene has (None: use them when it has them)."""
+    if masks and not scene.images.has_masks:
+        raise UserError("--masks: the scene has no masks (nerfstudio `mask_path`, or a masks/ "
+                        "folder beside images/)", scene.root)
+    return scene.images.has_masks if masks is None else bool(masks)
+
+
 class ImageSampler:
     """One training view per step: shuffled epochs as a pure function of (seed, epoch), so
     a resumed run needs no saved sampler state. With `random_background` (alpha scenes
-    only) each step's image is composited on a random colour."""
+    only) each step's image is composited on a random colour. With `masks` each batch
+    carries its image's mask (1 where the loss counts); a view whose mask keeps every pixel
+    carries none."""
 
-    def __init__(self, scene: "Scene", device, seed: int, random_background: bool = False):
+    def __init__(self, scene: "Scene", device, seed: int, random_background: bool = False,
+                 masks: bool = False):
         import torch
 
         self.device, self.seed, self.n = device, seed, len(scene.train_idx)
         self.random_bg = random_background and scene.images.alpha(scene.train_idx[0]) is not None
         self.images = _load_images(scene, self.random_bg, device)
+        self.masks: list = [None] * self.n
+        if masks:
+            for k, i in enumerate(scene.train_idx):
+                m = scene.images.mask(i)
+                if m is not None and not (m > 0).all():
+                    self.masks[k] = torch.from_numpy(m > 0).to(device)[None, ..., None]
         cams = cameras_on(scene.cameras[scene.train_idx], device)
         self.cameras = [cams[i] for i in range(self.n)]
         self.image_idx = [torch.tensor([i], device=device) for i in range(self.n)]
@@ -123,7 +142,7 @@ class ImageSampler:
         if self.random_bg:
             bg = torch.rand(1, 3, device=self.device)
             gt = _over(gt, bg[:, None, None, :])
-        return Batch("image", self.cameras[i], gt, self.image_idx[i], background=bg)
+        return Batch("image", self.cameras[i], gt, self.image_idx[i], background=bg, mask=self.masks[i])
 
 
 class RaySampler:
@@ -166,10 +185,12 @@ class RaySampler:
 
 
 def make_sampler(kind: "BatchKind", scene: "Scene", device, *, seed: int,
-                 random_background: bool = False, rays_per_batch: Optional[int] = None):
-    """The sampler for a renderer's `batch_kind`."""
+                 random_background: bool = False, rays_per_batch: Optional[int] = None,
+                 masks: Optional[bool] = None):
+    """The sampler for a renderer's `batch_kind`. `masks`: --masks/--no-masks (None: use
+    the scene's masks where it has them; image batches only for now)."""
     if kind == "image":
-        return ImageSampler(scene, device, seed, random_background)
+        return ImageSampler(scene, device, seed, random_background, use_masks(scene, masks))
     if kind == "rays":
         return RaySampler(scene, device, rays_per_batch or 4096, random_background)
     raise ValueError(f"unknown batch kind {kind!r}")

@@ -29,7 +29,7 @@ def evaluate(renderer: "Renderer", scene: "Scene", *, device, renders_dir: Optio
     import torch
 
     from .data import cameras_on
-    from .metrics import lpips_fn, mean_or_none, psnr, ssim
+    from .metrics import cc_psnr, lpips_fn, mean_or_none, psnr, ssim
 
     lp = lpips_fn(device)
     idx = scene.test_idx
@@ -43,6 +43,7 @@ def evaluate(renderer: "Renderer", scene: "Scene", *, device, renders_dir: Optio
             img = renderer.render(cams[j], background=bg).rgb.clamp(0, 1)
             gt = torch.from_numpy(scene.images[i]).to(device).unsqueeze(0).float() / 255.0
             view = {"name": scene.images.names[i], "psnr": float(psnr(img, gt)[0]),
+                    "cc_psnr": float(cc_psnr(img, gt)[0]),
                     "ssim": float(ssim(img, gt)[0]), "lpips": None if lp is None else float(lp(img, gt)[0])}
             views.append(view)
             if renders_dir is not None:
@@ -52,6 +53,8 @@ def evaluate(renderer: "Renderer", scene: "Scene", *, device, renders_dir: Optio
                 iio.imwrite(renders_dir / (Path(view["name"]).stem + ".png"), np.ascontiguousarray(arr))
     return {
         "psnr": mean_or_none([v["psnr"] for v in views]),
+        # after each render's best affine colour fit to its ground truth (metrics.cc_psnr)
+        "cc_psnr": mean_or_none([v["cc_psnr"] for v in views]),
         "ssim": mean_or_none([v["ssim"] for v in views]),
         "lpips": mean_or_none([v["lpips"] for v in views]),
         "lpips_note": None if lp is not None else LPIPS_UNAVAILABLE,

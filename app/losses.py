@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -51,7 +52,7 @@ def photometric_loss(
 
 def batch_loss(out_rgb: Tensor, batch, rgb_loss: str, ssim_lambda: float) -> tuple[Tensor, Tensor]:
     """The loop's photometric loss for a `Batch`: `rgb_loss` (l1 | mse) over the pixels
-    where `batch.mask` is 1, plus SSIM for image batches (unmasked, as 3DGS). Rays come
+    where `batch.mask` is 1, plus SSIM for image batches (masked pixels set to the ground truth). Rays come
     back as C=1, H=1, W=R. Returns (loss, detached mse for the train PSNR)."""
     gt = batch.gt
     rgb = out_rgb.reshape(gt.shape)
@@ -67,6 +68,9 @@ def batch_loss(out_rgb: Tensor, batch, rgb_loss: str, ssim_lambda: float) -> tup
         denom = w.sum().clamp_min(1.0)
         loss, mse = (per_px * w).sum() / denom, (sq * w).sum() / denom
     if batch.kind == "image" and ssim_lambda > 0:
+        if batch.mask is not None:
+            # Masked pixels take the ground truth's value: SSIM gets no signal from them either.
+            rgb = torch.where(batch.mask > 0, rgb, gt)
         s = _ssim.ssim_map(rgb.permute(0, 3, 1, 2).contiguous(), gt.permute(0, 3, 1, 2).contiguous()).mean()
         loss = (1 - ssim_lambda) * loss + ssim_lambda * (1 - s)
     return loss, mse

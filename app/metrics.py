@@ -1,4 +1,4 @@
-"""Image metrics: PSNR, SSIM (rasterizer/ssim.py: the one SSIM, the training loss uses it too), LPIPS.
+"""Image metrics: PSNR, colour-corrected PSNR, SSIM (rasterizer/ssim.py: the one SSIM, the training loss uses it too), LPIPS.
 
 Images are float in [0, 1], `B H W 3` (channels last, as the rasterizer returns them).
 SSIM follows Wang et al. 2004 as 3DGS/gsplat/torchmetrics evaluate it: an 11x11
@@ -27,6 +27,24 @@ def psnr(img: Float[Tensor, "B H W 3"], gt: Float[Tensor, "B H W 3"]) -> Float[T
     """Per-image PSNR in dB for data range 1."""
     mse = (img - gt).square().flatten(1).mean(1)
     return -10.0 * torch.log10(mse)
+
+
+def affine_color_fit(img: Float[Tensor, "B H W 3"], gt: Float[Tensor, "B H W 3"]) -> Float[Tensor, "B H W 3"]:
+    """Per image, `img` under the affine colour transform (3x4, least squares in float64)
+    that best maps it to `gt`, clipped to [0, 1]."""
+    b = img.shape[0]
+    x = img.reshape(b, -1, 3).double()
+    a = torch.cat([x, torch.ones_like(x[..., :1])], -1)  # B P 4
+    y = gt.reshape(b, -1, 3).double()
+    m = torch.linalg.lstsq(a, y).solution  # B 4 3
+    return (a @ m).clamp(0, 1).to(img.dtype).reshape(img.shape)
+
+
+def cc_psnr(img: Float[Tensor, "B H W 3"], gt: Float[Tensor, "B H W 3"]) -> Float[Tensor, " B"]:
+    """Colour-corrected PSNR: the PSNR of each image after its best affine colour fit to
+    the ground truth (as gsplat's cc_psnr, with an affine instead of a quadratic fit), so
+    a global exposure / white-balance difference does not count, structure does."""
+    return psnr(affine_color_fit(img, gt), gt)
 
 
 # ---- LPIPS: only with weights already on disk -----------------------------------------

@@ -36,7 +36,11 @@ from .errors import UserError
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_VERSION = 2
 # What a run folder holds that splatlab wrote (what --overwrite may remove).
-RUN_FILES = ("config.json", "scene.json", "log.jsonl", "metrics.json", "splat.ply", "viewer_crop.json")
+RUN_FILES = ("config.json", "scene.json", "log.jsonl", "metrics.json", "splat.ply", "viewer_crop.json",
+             "refined_poses.json")
+# Training poses a method refined (pose refinement), which exports and the viewer use in
+# place of scene.json's: {"train_idx": [...], "camtoworlds": [[4x4], ...]}, normalized frame.
+REFINED_POSES = "refined_poses.json"
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -88,6 +92,24 @@ def scene_to_json(scene) -> dict:
         },
         "points": None if scene.points is None else int(len(scene.points)),
     }
+
+
+def with_refined_poses(scene_json: dict, run_dir: Path) -> dict:
+    """scene.json with the run's refined training poses (refined_poses.json) in place of
+    the given ones, which stay in `cameras.camtoworlds_given`."""
+    path = Path(run_dir) / REFINED_POSES
+    if not path.exists():
+        return scene_json
+    refined = _read_json(path)
+    c2w = [list(m) for m in scene_json["cameras"]["camtoworlds"]]
+    try:
+        for i, m in zip(refined["train_idx"], refined["camtoworlds"], strict=True):
+            c2w[int(i)] = m
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise UserError("refined poses do not match the run's cameras", path) from None
+    cams = {**scene_json["cameras"], "camtoworlds": c2w,
+            "camtoworlds_given": scene_json["cameras"]["camtoworlds"]}
+    return {**scene_json, "cameras": cams}
 
 
 def cameras_from_json(d: dict):
@@ -296,7 +318,7 @@ def _from_checkpoint(path: Path, ck: dict, device) -> Loaded:
     run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else None
     scene_json = None
     if run_dir is not None and (run_dir / "scene.json").exists():
-        scene_json = _read_json(run_dir / "scene.json")
+        scene_json = with_refined_poses(_read_json(run_dir / "scene.json"), run_dir)
     return Loaded(renderer=renderer, method=ck["method"], normalization=_normalization(ck.get("normalization")),
                   kind="checkpoint", path=path, run_dir=run_dir, scene_json=scene_json,
                   config=ck.get("config"), step=ck.get("step"), preset=ck.get("preset"))

@@ -305,7 +305,8 @@ def finish(renderer: "Renderer", scene, cfg: "TrainConfig", book: Bookkeeping, s
                  renders_dir=run_dir / "renders" / "test" if cfg.save_renders else None)
     mem, mem_kind = peak_memory(device)
     metrics = {
-        "psnr": m["psnr"], "ssim": m["ssim"], "lpips": m["lpips"], "num_test_views": m["num_test_views"],
+        "psnr": m["psnr"], "cc_psnr": m["cc_psnr"], "ssim": m["ssim"], "lpips": m["lpips"],
+        "num_test_views": m["num_test_views"],
         **renderer.metrics(), "method": cfg.method, "steps": step, "train_seconds": round(seconds, 3),
         "peak_memory_gb": round(mem, 4), "peak_memory_kind": mem_kind, "device": str(device),
         "lpips_note": m["lpips_note"], "views": m["views"],
@@ -399,7 +400,8 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
     start, prior_seconds = restore(ckpt, optimizers, device) if ckpt is not None else (0, 0.0)
     sampler = make_sampler(method.batch_kind, scene, device, seed=cfg.seed,
                            random_background=cfg.random_background,
-                           rays_per_batch=getattr(cfg, "rays_per_batch", None))  # a rays method's field
+                           rays_per_batch=getattr(cfg, "rays_per_batch", None),  # a rays method's field
+                           masks=getattr(cfg, "masks", None))  # a method's field where it takes masks
     book = Bookkeeping(cfg, run_dir, bus, device, scene, prior_seconds, runs.latest_checkpoint(run_dir))
     stop = StopFlag()
     server, hookup = start_viewer(cfg, scene, renderer, start, bus, run_dir) if cfg.viewer else (None, None)

@@ -260,11 +260,19 @@ def primitives() -> list:
 
 # ---- ray casting ------------------------------------------------------------------
 def raycast(
-    origins: np.ndarray, dirs: np.ndarray, prims: Optional[list] = None
+    origins: np.ndarray, dirs: np.ndarray, prims: Optional[list] = None,
+    casters: Optional[list] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact first hits of rays (R 3, unit dirs). Returns (t R with inf on a miss, rgb R 3 in
-    [0, 1], the background where missed)."""
+    [0, 1], the background where missed). `casters` (default: `prims`) cast the shadows."""
+    t, rgb, _ = _raycast(origins, dirs, prims, casters)
+    return t, rgb
+
+
+def _raycast(origins, dirs, prims=None, casters=None):
+    """raycast, plus the index into `prims` of what each ray hit (-1: nothing)."""
     prims = primitives() if prims is None else prims
+    casters = prims if casters is None else casters
     ts = np.stack([p.intersect(origins, dirs) for p in prims], 0)  # P R
     which = ts.argmin(0)
     t = ts[which, np.arange(len(origins))]
@@ -281,10 +289,10 @@ def raycast(
         # Hard shadows: the light is directional, so a shadow ray is the same for every view.
         so = p + 1e-4 * n
         sd = np.broadcast_to(LIGHT, so.shape)
-        shadow = np.stack([q.intersect(so, sd) for q in prims], 0).min(0) < np.inf
+        shadow = np.stack([q.intersect(so, sd) for q in casters], 0).min(0) < np.inf
         lam = np.where(shadow, 0.0, lam)
         rgb[m] = prim.albedo(p) * (AMBIENT + (1 - AMBIENT) * lam)[:, None]
-    return t, rgb
+    return t, rgb, np.where(hit, which, -1)
 
 
 def orbit_camtoworlds(num_views: int) -> np.ndarray:
@@ -309,18 +317,30 @@ def camera_rays(c2w: np.ndarray, fx: float, fy: float, cx: float, cy: float, wid
     return np.broadcast_to(c2w[:3, 3], d.shape).copy(), d
 
 
-def render_view(cameras: Cameras, i: int, ss: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def render_view(
+    cameras: Cameras, i: int, ss: int = 2, prims: Optional[list] = None,
+    casters: Optional[list] = None, c2w: Optional[np.ndarray] = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact render of camera i: (rgb float H W 3 in [0, 1], z-depth H W with inf where
-    the ray misses, from the centre sample of each pixel when ss is odd, else the mean)."""
-    c2w = cameras.camtoworlds[i].double().numpy()
+    the ray misses, from the centre sample of each pixel when ss is odd, else the mean).
+    `c2w` (4 4) overrides the camera's pose (the demo's true pose when it reports a noisy one)."""
+    rgb, z, _ = _render(cameras, i, ss, prims, casters, c2w)
+    return rgb, z
+
+
+def _render(cameras, i, ss, prims=None, casters=None, c2w=None):
+    """render_view, plus the index of the primitive each sub-sample hit (H ss W ss, -1: none)."""
+    prims = primitives() if prims is None else prims
+    c2w = cameras.camtoworlds[i].double().numpy() if c2w is None else np.asarray(c2w, np.float64)
     fx, fy, cx, cy = (float(getattr(cameras, k)[i]) for k in ("fx", "fy", "cx", "cy"))
     w, h = int(cameras.width[i]), int(cameras.height[i])
     o, d = camera_rays(c2w, fx, fy, cx, cy, w, h, ss)
-    t, rgb = raycast(o, d)
+    t, rgb, which = _raycast(o, d, prims, casters)
+    which = which.reshape(h * ss, w * ss)
     z = t * (d @ c2w[:3, 2])
     rgb = rgb.reshape(h, ss, w, ss, 3).mean((1, 3))
     z = z.reshape(h, ss, w, ss).mean((1, 3))
-    return rgb, z
+    return rgb, z, which
 
 
 def mesh() -> Mesh:
@@ -355,9 +375,73 @@ def sample_points(cameras: Cameras, views: list[int], num: int, seed: int) -> tu
     return P[keep], np.clip(C[keep] * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
+# ---- casual-capture variants ------------------------------------------------------
+# `demo:<variant>`: the same scene with one defect of casual captures, for the trainer's
+# options against them (appearance, pose refinement, masks, anti-aliasing). Test views
+# are always clean; what a variant changes is recorded in `Scene.meta["demo_variant"]`.
+VARIANTS = {
+    "exposure": "per-image exposure (+-0.7 stops) and white-balance gains on the training views",
+    "noisy-poses": "training poses rotated 1 degree and shifted 1% of the extent (true poses in meta)",
+    "distractor": "a ball in half the training views only, covered by masks; test views never show it",
+    "zoom": "test views at a quarter of the training resolution (anti-aliased ground truth)",
+}
+POSE_NOISE_DEG = 1.0
+POSE_NOISE_EXTENT = 0.01
+ZOOM_OUT = 4
+
+
+def split_name(path) -> tuple[str, Optional[str]]:
+    """"demo" -> ("demo", None); "demo:zoom" -> ("demo", "zoom")."""
+    name = NAME if path is None else str(path)
+    base, _, variant = name.partition(":")
+    return base, (variant or None)
+
+
+def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rodrigues: rotation by `angle` (radians) about the unit `axis`."""
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+
+
+def perturb_poses(c2w: np.ndarray, idx: list[int], extent: float, seed: int) -> np.ndarray:
+    """C 4 4 poses with those in `idx` rotated POSE_NOISE_DEG about a random axis (about
+    the camera centre) and moved POSE_NOISE_EXTENT * extent in a random direction."""
+    rng = np.random.default_rng(seed)
+    out = np.array(c2w, dtype=np.float64, copy=True)
+    for i in idx:
+        axis, shift = rng.normal(size=3), rng.normal(size=3)
+        R = _rotation(axis / np.linalg.norm(axis), np.deg2rad(POSE_NOISE_DEG))
+        out[i, :3, :3] = R @ out[i, :3, :3]
+        out[i, :3, 3] += POSE_NOISE_EXTENT * extent * shift / np.linalg.norm(shift)
+    return out
+
+
+def exposure_gains(num: int, train_idx: list[int], seed: int) -> np.ndarray:
+    """C 3 colour gains: exposure times white balance per training view, normalised to a
+    mean of 1 per channel over the training views (so the mean look is the true one);
+    test views keep gain 1."""
+    rng = np.random.default_rng(seed)
+    g = (2.0 ** rng.uniform(-0.7, 0.7, num))[:, None] * np.exp(rng.normal(0, 0.12, (num, 3)))
+    out = np.ones((num, 3))
+    out[train_idx] = g[train_idx] / g[train_idx].mean(0)
+    return out
+
+
+def distractor(i: int, eye: np.ndarray) -> Sphere:
+    """The transient object of training view i seen from `eye`: a ball between the camera
+    and the scene, somewhere else in every view (like a passer-by)."""
+    rng = np.random.default_rng(1000 + i)
+    to_eye = np.asarray(eye, np.float64)[:2] - LOOK_AT[:2]
+    side = np.array([-to_eye[1], to_eye[0]]) / np.linalg.norm(to_eye)
+    x, y = LOOK_AT[:2] + rng.uniform(0.3, 0.45) * to_eye + rng.uniform(-0.5, 0.5) * side
+    return Sphere((float(x), float(y), 0.35), 0.3, ((0.95, 0.1, 0.75), (0.1, 0.85, 0.9)), seed=9)
+
+
 # ---- format interface -------------------------------------------------------------
 def sniff(path) -> bool:
-    return path is None or (str(path) == NAME and not Path(str(path)).exists())
+    """`demo` or `demo:<variant>` (unknown variants too, so that load names the choices),
+    unless a file or folder of that name exists."""
+    return path is None or (split_name(path)[0] == NAME and not Path(str(path)).exists())
 
 
 def load(
@@ -374,8 +458,13 @@ def load(
     supersample: int = 2,
     seed: int = 0,
 ) -> Scene:
-    """The demo scene. `downscale` divides width/height; `background` is ignored beyond
+    """The demo scene, or a casual-capture variant of it when `path` is `demo:<variant>`
+    (VARIANTS). `downscale` divides width/height; `background` is ignored beyond
     reporting (the demo's background is part of the scene), `seed` picks the initial points."""
+    base, variant = split_name(path)
+    if variant is not None and variant not in VARIANTS:
+        raise SceneError(str(path), f"unknown demo variant {variant!r}; choose one of: "
+                         + ", ".join(f"demo:{v}" for v in VARIANTS))
     if downscale < 1 or width < 8 or height < 8 or num_views < 2:
         raise SceneError(NAME, f"bad demo settings: downscale={downscale} width={width} height={height} views={num_views}")
     if background is not None and tuple(background) != BACKGROUND:
@@ -383,8 +472,9 @@ def load(
     w, h = max(8, round(width / downscale)), max(8, round(height / downscale))
     fx = fov_to_focal(np.deg2rad(fov_x_deg), w)
     C = num_views
+    true_c2w = orbit_camtoworlds(C)
     cams = Cameras(
-        camtoworlds=torch.from_numpy(orbit_camtoworlds(C)).float(),
+        camtoworlds=torch.from_numpy(true_c2w).float(),
         fx=torch.full((C,), fx), fy=torch.full((C,), fx),
         cx=torch.full((C,), w / 2.0), cy=torch.full((C,), h / 2.0),
         width=torch.full((C,), w, dtype=torch.long), height=torch.full((C,), h, dtype=torch.long),
@@ -392,18 +482,65 @@ def load(
     )
     test_idx = [i for i in range(C) if test_every > 0 and i % test_every == 0]
     train_idx = [i for i in range(C) if i not in set(test_idx)]
+    pts, cols = sample_points(cams, train_idx, num_points, seed)  # true geometry and colour
+    meta: dict = {}
+    ss = [supersample] * C
+    gains = None
+    transient: dict[int, Sphere] = {}
+    if variant == "zoom":
+        small = cams.scaled(1.0 / ZOOM_OUT)
+        test = torch.zeros(C, dtype=torch.bool)
+        test[test_idx] = True
+        for k in ("fx", "fy", "cx", "cy", "width", "height"):
+            setattr(cams, k, torch.where(test, getattr(small, k), getattr(cams, k)))
+        for i in test_idx:
+            ss[i] = supersample * ZOOM_OUT  # the same sample density per unit of scene as training
+        meta["demo_variant"] = {"name": variant, "test_zoom_out": ZOOM_OUT}
+    elif variant == "noisy-poses":
+        centers = true_c2w[:, :3, 3]
+        extent = float(np.linalg.norm(centers - centers.mean(0), axis=-1).max())
+        cams.camtoworlds = torch.from_numpy(perturb_poses(true_c2w, train_idx, extent, seed + 7)).float()
+        meta["demo_variant"] = {"name": variant, "rotation_deg": POSE_NOISE_DEG,
+                                "translation": POSE_NOISE_EXTENT * extent}
+        meta["true_camtoworlds"] = true_c2w.tolist()
+        meta["poses"] = "rough"  # what a trainer reads to refine poses by default
+    elif variant == "exposure":
+        gains = exposure_gains(C, train_idx, seed + 11)
+        meta["demo_variant"] = {"name": variant}
+        meta["exposure_gains"] = gains.tolist()
+    elif variant == "distractor":
+        transient = {i: distractor(i, true_c2w[i, :3, 3]) for k, i in enumerate(train_idx) if k % 2 == 0}
+        meta["demo_variant"] = {"name": variant}
+        meta["distractor_views"] = sorted(transient)
 
     def loader(i: int) -> np.ndarray:
-        rgb, _ = render_view(cams, i, ss=supersample)
+        prims = primitives()
+        extra = [transient[i]] if i in transient else []
+        # A passer-by casts no shadow: its masks cover exactly what it hides.
+        rgb, _ = render_view(cams, i, ss=ss[i], prims=prims + extra, casters=prims,
+                             c2w=true_c2w[i])
+        if gains is not None:
+            rgb = np.clip(rgb * gains[i], 0, 1)
         return np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
 
-    pts, cols = sample_points(cams, train_idx, num_points, seed)
-    return Scene(
-        name=NAME,
+    def mask(i: int) -> np.ndarray:
+        """uint8 H W (ImageSet's masks: 255 = use the pixel, 0 = ignore it): 0 where any
+        sub-sample sees the distractor; all 255 in views without it."""
+        wi, hi = int(cams.width[i]), int(cams.height[i])
+        if i not in transient:
+            return np.full((hi, wi), 255, np.uint8)
+        prims = primitives()
+        _, _, which = _render(cams, i, ss[i], prims + [transient[i]], prims, true_c2w[i])
+        hit = (which == len(prims)).reshape(hi, ss[i], wi, ss[i]).any((1, 3))
+        return np.where(hit, 0, 255).astype(np.uint8)
+
+    scene = Scene(
+        name=NAME if variant is None else f"{NAME}-{variant}",
         format=NAME,
-        root=Path(NAME),
+        root=Path(NAME if variant is None else f"{NAME}:{variant}"),
         cameras=cams,
-        images=ImageSet([f"demo_{i:03d}.png" for i in range(C)], loader),
+        images=ImageSet([f"demo_{i:03d}.png" for i in range(C)], loader,
+                        masks=mask if variant == "distractor" else None),
         train_idx=train_idx,
         test_idx=test_idx,
         normalization=Normalization(),
@@ -411,4 +548,6 @@ def load(
         point_colors=cols,
         background=BACKGROUND,
         mesh=mesh(),
+        meta=meta,
     )
+    return scene

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
+
+import tyro
 
 from splatlab.renderers.base import TrainConfig
 
@@ -80,6 +82,41 @@ class SplatConfig(TrainConfig):
     scale_reg: float = 0.0
     """Scale regulariser weight (MCMC uses 0.01)."""
 
+    # ---- casual captures (issue 12; renderers/splat/casual.py) ----
+    appearance: Literal["off", "affine", "bilateral"] = "off"
+    """Per-training-image colour correction learned with the scene (exposure, white balance):
+    affine (a 3x4 colour transform per image) or bilateral (a bilateral grid of them per
+    image, sliced by position and luminance). Held at the identity on average, so the scene
+    keeps the capture's average look; test views, viewer and exports render uncorrected."""
+    appearance_lr: float = 2e-3
+    """Learning rate of the appearance corrections (decays 100x over the run)."""
+    appearance_warmup: int = 1000
+    """Steps of linear warm-up of the appearance learning rate."""
+    bilateral_grid_xy: int = 16
+    """Bilateral grid cells along the image width and height."""
+    bilateral_grid_guidance: int = 8
+    """Bilateral grid cells along luminance."""
+    bilateral_tv_weight: float = 10.0
+    """Weight of the bilateral grids' total-variation loss."""
+    pose_opt: tyro.conf.DisallowNone[Optional[bool]] = None
+    """Refine the training cameras' poses (rotation + translation per camera). Unset: on for
+    nerfstudio transforms.json, video frames and scenes marked rough; off for COLMAP,
+    Blender, LLFF and the demo. Test views are never refined."""
+    pose_opt_lr: float = 1e-4
+    """Learning rate of the pose deltas (radians; translation in scene extents), decays 100x."""
+    pose_opt_warmup: int = 1000
+    """Steps of linear warm-up of the pose learning rate (let the geometry form first)."""
+    pose_opt_reg: float = 1e-6
+    """Weight decay of the pose deltas."""
+    masks: tyro.conf.DisallowNone[Optional[bool]] = None
+    """Leave masked pixels out of the loss. Unset: on when the scene has masks."""
+    antialias: bool = False
+    """gsplat's antialiased rasterization plus Mip-Splatting's 3D filter (each Gaussian no
+    sharper than the training views that see it), for rendering farther or smaller."""
+    max_gaussians: int = 0
+    """Cap on the Gaussian count: 0 derives it from the free memory of the training device
+    at the start; -1: no cap."""
+
 
 def _preset(doc: str, **overrides) -> tuple[str, SplatConfig]:
     return doc, dataclasses.replace(SplatConfig(), **overrides)
@@ -111,6 +148,7 @@ PRESETS: dict[str, tuple[str, SplatConfig]] = {
         refine_start=100, refine_stop=700, refine_every=100, grow_grad2d=0.0004,
         reset_every=100_000, lr_means=8e-4, lr_means_final=0.1, lr_scales=1e-2, lr_sh0=5e-3,
         log_every=20, checkpoint_every=500,
+        appearance_lr=5e-3, appearance_warmup=100, pose_opt_lr=1e-3, pose_opt_warmup=100,
     ),
 }
 

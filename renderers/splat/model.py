@@ -135,10 +135,17 @@ class SplatModel(torch.nn.Module):
         antialiased: bool = False,
         absgrad: bool = False,
         backend: Backend = "auto",
+        filter_variance: Optional[Float[Tensor, " N"]] = None,
     ) -> RenderOutput:
+        """`filter_variance`: Mip-Splatting's per-Gaussian 3D filter (renderers/splat/antialias.py)."""
         degree = self.sh_degree if sh_degree is None else min(int(sh_degree), self.sh_degree)
+        scales, opacities = self.scales, self.opacities
+        if filter_variance is not None:
+            from .antialias import apply_3d_filter
+
+            scales, opacities = apply_3d_filter(scales, opacities, filter_variance)
         return rasterize(
-            self.means, self.quats, self.scales, self.opacities, self.sh_upto(degree),
+            self.means, self.quats, scales, opacities, self.sh_upto(degree),
             viewmats, Ks, width, height,
             near_plane=near_plane, far_plane=far_plane, sh_degree=degree,
             backgrounds=backgrounds, render_mode=render_mode, antialiased=antialiased,

@@ -1,7 +1,9 @@
 """`SplatRenderer`: 3D Gaussian splatting behind the renderer contract (renderers/base.py).
 
 It wraps a `SplatModel` (the parameters, named as gsplat's strategies expect) and, while
-training, a densification strategy whose running state checkpoints with the model.
+training, a densification strategy whose running state checkpoints with the model, and
+the casual-capture pieces (casual.py): per-image appearance and pose corrections applied
+from `Batch.image_idx`, the antialiased mode with its 3D filter, the Gaussian cap.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import Tensor
 from splatlab.rasterizer.optim import hand_visibility
 from splatlab.renderers.base import Batch, ParamGroup, Rendered, Renderer
 
+from .casual import REFINED_POSES, Casual, baked_model, rough_poses
 from .config import PRESETS, SplatConfig
 from .model import SplatModel, scene_init_points, sh_to_rgb
 
@@ -55,10 +58,18 @@ class SplatRenderer(Renderer):
     file_suffixes: ClassVar[tuple[str, ...]] = (".ply", ".spz")
 
     def __init__(self, model: SplatModel, *, render_sh_degree: Optional[int] = None,
-                 near_plane: float = 0.01, far_plane: float = 1e10):
+                 near_plane: float = 0.01, far_plane: float = 1e10, antialias: bool = False,
+                 filter_variance: Optional[Tensor] = None):
         self.model = model
         self.render_sh_degree = render_sh_degree  # None: the model's full degree
         self.near_plane, self.far_plane = near_plane, far_plane
+        # --antialias: gsplat's antialiased mode and the 3D filter's per-Gaussian variance,
+        # part of the model (every render uses them, so they are saved with it).
+        self.antialias = antialias
+        self.filter_variance = filter_variance
+        self.casual: Optional[Casual] = None  # training only (setup_training)
+        self._casual_state: dict = {}  # checkpointed corrections waiting for setup_training
+        self._cap = 1 << 62
         # Training state (setup_training); a resumed strategy state waits here until then.
         self._cfg: Optional[SplatConfig] = None
         self._strategy = None
@@ -76,13 +87,22 @@ class SplatRenderer(Renderer):
         state = self.model.state()  # {"sh_degree", "splats"}: the previous checkpoint's "model"
         if self._strategy_state is not None:
             state["strategy_state"] = _state_to(self._strategy_state, "cpu")
+        state["antialias"] = bool(self.antialias)
+        if self.filter_variance is not None:
+            state["filter_variance"] = self.filter_variance.detach().cpu()
+        corrections = self.casual.state_dict() if self.casual is not None else self._casual_state
+        if corrections:
+            state["corrections"] = corrections
         return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device="cpu") -> "SplatRenderer":
-        r = cls(SplatModel.from_state(state, device))
+        fv = state.get("filter_variance")
+        r = cls(SplatModel.from_state(state, device), antialias=bool(state.get("antialias", False)),
+                filter_variance=None if fv is None else fv.to(device))
         if state.get("strategy_state") is not None:
             r._strategy_state = _state_to(state["strategy_state"], r.device)
+        r._casual_state = dict(state.get("corrections") or {})
         return r
 
     @classmethod
@@ -111,6 +131,7 @@ class SplatRenderer(Renderer):
             sh_degree=sh_degree, backgrounds=background,
             render_mode="RGB+ED" if with_depth else "RGB",
             near_plane=self.near_plane, far_plane=self.far_plane, absgrad=absgrad,
+            antialiased=self.antialias, filter_variance=self.filter_variance,
         )
 
     @staticmethod
@@ -125,10 +146,15 @@ class SplatRenderer(Renderer):
         return self._rendered(out, with_depth)
 
     def train_render(self, batch: Batch, step: int) -> Rendered:
+        """The training views at their refined poses, their renders under their own colour
+        correction (both per `batch.image_idx`, when those options are on)."""
         cfg = self._cfg
         degree = min(step // max(cfg.sh_degree_interval, 1), cfg.sh_degree)
-        out = self._render(batch.cameras, batch.background, False, degree, absgrad=cfg.absgrad)
-        return self._rendered(out, False)
+        cameras = self.casual.refine_cameras(batch.cameras, batch.image_idx)
+        out = self._render(cameras, batch.background, False, degree, absgrad=cfg.absgrad)
+        r = self._rendered(out, False)
+        r.rgb = self.casual.correct_colors(r.rgb, batch.image_idx)
+        return r
 
     # ---- training hooks ----------------------------------------------------------------
     def setup_training(self, cfg: SplatConfig, scene) -> None:
@@ -145,6 +171,26 @@ class SplatRenderer(Renderer):
         )
         if self._strategy_state is None:
             self._strategy_state = strat.initial_state(self._strategy, self._extent)
+        self._setup_casual(cfg, scene)
+
+    def _setup_casual(self, cfg: SplatConfig, scene) -> None:
+        from .budget import gaussian_cap
+
+        rough, why = rough_poses(scene)
+        pose_opt = rough if cfg.pose_opt is None else bool(cfg.pose_opt)
+        self._pose_choice = ("set by --pose-opt" if cfg.pose_opt is not None
+                             else f"default: {why}")
+        self.casual = Casual(cfg, len(scene.train_idx), self._extent, self.device,
+                             pose_opt=pose_opt, antialias=cfg.antialias)
+        self.casual.train_cameras = scene.cameras[scene.train_idx]
+        self.casual.load_state_dict(self._casual_state)
+        self._train_names = [scene.images.names[i] for i in scene.train_idx]
+        self._train_idx = list(scene.train_idx)
+        self.antialias = bool(cfg.antialias)
+        self.filter_variance = self.casual.filter_variance(self.model.means)
+        self._cap = gaussian_cap(cfg.max_gaussians, self.device)
+        if cfg.strategy == "mcmc":
+            self._strategy.cap_max = min(self._strategy.cap_max, self._cap)
 
     def param_groups(self, cfg: SplatConfig) -> list[ParamGroup]:
         """One group per splat tensor, named as gsplat's strategies edit them; eps=1e-15 as
@@ -158,9 +204,15 @@ class SplatRenderer(Renderer):
             ParamGroup("opacities", [p["opacities"]], cfg.lr_opacities, selective=sel),
             ParamGroup("sh0", [p["sh0"]], cfg.lr_sh0, selective=sel),
             ParamGroup("shN", [p["shN"]], cfg.lr_shN, selective=sel),
-        ]
+        ] + self.casual.param_groups()
+
+    def _splat_optimizers(self, optimizers: dict) -> dict:
+        """The optimizers of the splat tensors only: gsplat's strategies edit exactly those
+        (and check that there are no others)."""
+        return {k: optimizers[k] for k in self.model.splats.keys()}
 
     def before_backward(self, step: int, out: Rendered, optimizers: dict) -> None:
+        optimizers = self._splat_optimizers(optimizers)
         if not self._checked:
             self._strategy.check_sanity(self.model.splats, optimizers)
             self._checked = True
@@ -171,11 +223,19 @@ class SplatRenderer(Renderer):
             hand_visibility(optimizers, (out.extras["info"]["radii"] > 0).all(-1))
 
     def after_step(self, step: int, out: Rendered, optimizers: dict) -> Optional[str]:
+        from .budget import enforce_cap
+
+        optimizers = self._splat_optimizers(optimizers)
         n_before = self.model.num_gaussians
         lr_means = optimizers["means"].param_groups[0]["lr"]
         self._ops.post_backward(self._strategy, self.model.splats, optimizers, self._strategy_state,
                             step, out.extras["info"], lr_means)
+        if self._cfg.strategy != "mcmc":  # MCMC stays within its cap_max itself
+            enforce_cap(self.model.splats, optimizers, self._strategy_state, self._cap)
         n = self.model.num_gaussians
+        if self.antialias and (n != n_before or (step + 1) % max(self._cfg.refine_every, 1) == 0):
+            # The filter follows the Gaussians (new ones, moved ones, refined poses).
+            self.filter_variance = self.casual.filter_variance(self.model.means)
         return None if n == n_before else f"{n_before:,} -> {n:,} Gaussians"
 
     def extra_losses(self, step: int, out: Rendered, batch: Batch) -> dict[str, Tensor]:
@@ -184,6 +244,7 @@ class SplatRenderer(Renderer):
             losses["opacity_reg"] = cfg.opacity_reg * self.model.opacities.mean()
         if cfg.scale_reg > 0:
             losses["scale_reg"] = cfg.scale_reg * self.model.scales.mean()
+        losses.update(self.casual.losses())
         return losses
 
     # ---- reporting and outputs ---------------------------------------------------------
@@ -191,20 +252,40 @@ class SplatRenderer(Renderer):
         return {"Gaussians": self.model.num_gaussians}
 
     def metrics(self) -> dict[str, Any]:
-        return {"num_gaussians": self.model.num_gaussians}
+        m: dict[str, Any] = {"num_gaussians": self.model.num_gaussians, "antialias": self.antialias}
+        if self.casual is not None:
+            m["appearance"] = self._cfg.appearance
+            m["pose_opt"] = self.casual.poses is not None
+            m["pose_opt_choice"] = self._pose_choice
+        return m
 
     def write_outputs(self, run_dir: Path, normalization) -> list[Path]:
+        """splat.ply (the 3D filter baked in: other renderers know nothing of it) and, when
+        poses were refined, refined_poses.json (normalized frame, as scene.json)."""
+        import json
+
+        from splatlab.renderers.common import atomic_write_bytes
+
         from .io import write_ply
 
         path = Path(run_dir) / "splat.ply"
-        write_ply(self.model, path, normalization=normalization)
-        return [path]
+        write_ply(baked_model(self.model, self.filter_variance), path, normalization=normalization)
+        written = [path]
+        c2w = None if self.casual is None else self.casual.refined_camtoworlds()
+        if c2w is not None:
+            doc = {"frame": "normalized", "axes": "opencv", "train_idx": self._train_idx,
+                   "image_names": self._train_names, "camtoworlds": c2w.double().tolist()}
+            atomic_write_bytes(Path(run_dir) / REFINED_POSES, (json.dumps(doc) + "\n").encode())
+            written.append(Path(run_dir) / REFINED_POSES)
+        return written
 
     def live_copy(self) -> "SplatRenderer":
         """Detached clones of the raw parameters: the optimizers update them in place."""
         with torch.no_grad():
             splats = {k: v.detach().clone() for k, v in self.model.splats.items()}
-        return SplatRenderer(SplatModel(splats, self.model.sh_degree))
+        fv = None if self.filter_variance is None else self.filter_variance.detach().clone()
+        return SplatRenderer(SplatModel(splats, self.model.sh_degree), antialias=self.antialias,
+                             filter_variance=fv)
 
     # ---- optional capabilities (renderers/base.py) -------------------------------------
     @property
@@ -215,7 +296,8 @@ class SplatRenderer(Renderer):
                             far_plane: float = 1e10) -> "SplatRenderer":
         """The same model (shared tensors) rendered at another SH degree / clip range."""
         return SplatRenderer(self.model, render_sh_degree=sh_degree, near_plane=near_plane,
-                             far_plane=far_plane)
+                             far_plane=far_plane, antialias=self.antialias,
+                             filter_variance=self.filter_variance)
 
     def centers(self) -> Float[Tensor, "N 3"]:
         return self.model.means.detach()
@@ -228,14 +310,16 @@ class SplatRenderer(Renderer):
         keep = ((m >= lo_t) & (m <= hi_t)).all(-1)
         model = SplatModel({k: v.detach()[keep] for k, v in self.model.splats.items()},
                            self.model.sh_degree)
+        fv = None if self.filter_variance is None else self.filter_variance.detach()[keep]
         return SplatRenderer(model, render_sh_degree=self.render_sh_degree,
-                             near_plane=self.near_plane, far_plane=self.far_plane)
+                             near_plane=self.near_plane, far_plane=self.far_plane,
+                             antialias=self.antialias, filter_variance=fv)
 
     def browser_splats(self) -> dict[str, np.ndarray]:
         """The activated Gaussians as plain arrays for the browser (viewer/browser.py):
         centers N 3, quats N 4 (wxyz), scales N 3, opacities N, rgbs N 3 (colour only:
         SH DC -> RGB; the browser has no view dependence)."""
-        m = self.model
+        m = baked_model(self.model, self.filter_variance)
         with torch.no_grad():
             return {
                 "centers": m.means.detach().double().cpu().numpy(),

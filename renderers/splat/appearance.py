@@ -1,0 +1,115 @@
+"""Per-image appearance compensation: a learned colour correction per training image,
+applied to the render before the loss, so that exposure and white-balance changes
+between photos are explained by the image, not baked into the scene.
+
+Two models, both starting at the identity:
+- `AffineAppearance`: one 3x4 affine colour transform per image (rgb' = A rgb + b).
+- `BilateralGridAppearance`: one bilateral grid of 3x4 affine transforms per image, sliced
+  by pixel position and luminance (Wang et al., "Bilateral Guided Radiance Field
+  Processing", SIGGRAPH 2024), with a total-variation loss keeping it smooth.
+
+The scene must not absorb the lighting: the learned parameters are *deltas* whose mean
+over the training images is subtracted before use, so the average correction is exactly
+the identity and the scene holds the average look of the capture. Test views (and the
+viewer, and exports) render the scene without any correction.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+AppearanceKind = Literal["off", "affine", "bilateral"]
+LUMA = (0.299, 0.587, 0.114)  # BT.601, the guidance of the bilateral grid
+
+
+def identity_affine(n: int, dtype=torch.float32, device=None) -> Float[Tensor, "n 3 4"]:
+    eye = torch.zeros(3, 4, dtype=dtype, device=device)
+    eye[:, :3] = torch.eye(3, dtype=dtype, device=device)
+    return eye.expand(n, 3, 4)
+
+
+def apply_affine(mats: Float[Tensor, "*#B 3 4"], rgb: Float[Tensor, "*#B 3"]) -> Tensor:
+    """rgb' = M[:, :3] rgb + M[:, 3], batched over leading dimensions."""
+    return (mats[..., :3] @ rgb.unsqueeze(-1)).squeeze(-1) + mats[..., 3]
+
+
+class AffineAppearance(torch.nn.Module):
+    """One 3x4 colour transform per training image."""
+
+    def __init__(self, num_images: int):
+        super().__init__()
+        self.deltas = torch.nn.Parameter(torch.zeros(num_images, 3, 4))
+
+    def matrices(self, idx: Int[Tensor, " C"]) -> Float[Tensor, "C 3 4"]:
+        d = self.deltas
+        return identity_affine(len(idx), d.dtype, d.device) + d[idx] - d.mean(0, keepdim=True)
+
+    def forward(self, rgb: Float[Tensor, "C H W 3"], idx: Int[Tensor, " C"]) -> Float[Tensor, "C H W 3"]:
+        return apply_affine(self.matrices(idx)[:, None, None], rgb)
+
+    def regularizer(self) -> Tensor:
+        return self.deltas.new_zeros(())
+
+
+class BilateralGridAppearance(torch.nn.Module):
+    """One bilateral grid per training image: `grid_xy` x `grid_xy` cells over the image
+    by `grid_guidance` luminance bins, each holding a 3x4 affine transform; a pixel's
+    transform is the trilinear interpolation at (x, y, luminance), grid corners on the
+    image corners and on luminance 0 and 1."""
+
+    def __init__(self, num_images: int, grid_xy: int = 16, grid_guidance: int = 8):
+        super().__init__()
+        # N 12 L Y X: the 12 affine entries (row-major 3x4) as channels, for grid_sample.
+        self.deltas = torch.nn.Parameter(torch.zeros(num_images, 12, grid_guidance, grid_xy, grid_xy))
+
+    def grids(self, idx: Int[Tensor, " C"]) -> Float[Tensor, "C 12 L Y X"]:
+        d = self.deltas
+        eye = identity_affine(1, d.dtype, d.device).reshape(1, 12, 1, 1, 1)
+        return eye + d[idx] - d.mean(0, keepdim=True)
+
+    def slice(self, rgb: Float[Tensor, "C H W 3"], idx: Int[Tensor, " C"]) -> Float[Tensor, "C H W 3 4"]:
+        """The per-pixel affine transforms of images `idx` for the colours `rgb`."""
+        c, h, w, _ = rgb.shape
+        ys = (torch.arange(h, device=rgb.device, dtype=rgb.dtype) + 0.5) / h
+        xs = (torch.arange(w, device=rgb.device, dtype=rgb.dtype) + 0.5) / w
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        luma = rgb @ rgb.new_tensor(LUMA)  # C H W
+        # grid_sample's coordinates: x, y, z in [-1, 1], align_corners: -1 and 1 are the
+        # first and last grid nodes; z indexes the luminance (depth) axis.
+        coords = torch.stack([gx.expand(c, h, w), gy.expand(c, h, w), luma], -1) * 2 - 1
+        mats = F.grid_sample(self.grids(idx), coords[:, None], mode="bilinear",
+                             padding_mode="border", align_corners=True)  # C 12 1 H W
+        return mats[:, :, 0].permute(0, 2, 3, 1).reshape(c, h, w, 3, 4)
+
+    def forward(self, rgb: Float[Tensor, "C H W 3"], idx: Int[Tensor, " C"]) -> Float[Tensor, "C H W 3"]:
+        return apply_affine(self.slice(rgb, idx), rgb)
+
+    def regularizer(self) -> Tensor:
+        """Total variation of the grids: mean squared difference of neighbouring cells
+        along each of the three grid axes, summed over the axes, averaged over images."""
+        d = self.deltas
+        tv = d.new_zeros(())
+        for axis in (2, 3, 4):
+            diff = d.diff(dim=axis)
+            tv = tv + diff.square().sum() / max(diff[0].numel(), 1)
+        return tv / d.shape[0]
+
+
+def make_appearance(kind: AppearanceKind, num_images: int, grid_xy: int = 16,
+                    grid_guidance: int = 8) -> "torch.nn.Module | None":
+    if kind == "off":
+        return None
+    if kind == "affine":
+        return AffineAppearance(num_images)
+    if kind == "bilateral":
+        return BilateralGridAppearance(num_images, grid_xy, grid_guidance)
+    raise ValueError(f"unknown appearance model {kind!r}")
+
+
+__all__ = ["AffineAppearance", "AppearanceKind", "BilateralGridAppearance", "apply_affine",
+           "identity_affine", "make_appearance"]
