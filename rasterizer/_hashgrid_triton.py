@@ -1,10 +1,13 @@
 """Triton kernels of the hash encoding (imported only when triton is used; see hashgrid.py
 for the layout and the hash). One program handles BLOCK points of one level."""
 
+from typing import no_type_check
+
 import triton
 import triton.language as tl
 
 
+@no_type_check  # keeps pytest's jaxtyping import hook from wrapping the kernel (triton reads its globals)
 @triton.jit
 def _scaled(x_ptr, n_off, mask, r):
     # Shared by forward and backward: the point clamped to [0, 1], in grid units.
@@ -13,6 +16,7 @@ def _scaled(x_ptr, n_off, mask, r):
     pz = tl.minimum(tl.maximum(tl.load(x_ptr + n_off * 3 + 2, mask=mask, other=0.0), 0.0), 1.0) * r
     return px, py, pz
 
+@no_type_check  # keeps pytest's jaxtyping import hook from wrapping the kernel (triton reads its globals)
 @triton.jit
 def _fwd(x_ptr, table_ptr, res_ptr, dense_ptr, out_ptr, N,
          T: tl.constexpr, L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr):
@@ -37,9 +41,9 @@ def _fwd(x_ptr, table_ptr, res_ptr, dense_ptr, out_ptr, N,
     acc = tl.zeros((BLOCK, F), dtype=tl.float32)
     base = lvl.to(tl.int64) * T
     for corner in tl.static_range(8):
-        bx: tl.constexpr = corner & 1
-        by: tl.constexpr = (corner >> 1) & 1
-        bz: tl.constexpr = (corner >> 2) & 1
+        bx = corner & 1
+        by = (corner >> 1) & 1
+        bz = (corner >> 2) & 1
         cx, cy, cz = ix + bx, iy + by, iz + bz
         w = (fx if bx else 1.0 - fx) * (fy if by else 1.0 - fy) * (fz if bz else 1.0 - fz)
         hashed = (cx ^ (cy * 2654435761) ^ (cz * 805459861)) & (T - 1)
@@ -49,6 +53,7 @@ def _fwd(x_ptr, table_ptr, res_ptr, dense_ptr, out_ptr, N,
     tl.store(out_ptr + n_off[:, None].to(tl.int64) * (L * F) + lvl * F + f_off[None, :], acc,
              mask=mask[:, None])
 
+@no_type_check  # keeps pytest's jaxtyping import hook from wrapping the kernel (triton reads its globals)
 @triton.jit
 def _bwd(x_ptr, grad_out_ptr, res_ptr, dense_ptr, grad_table_ptr, N,
          T: tl.constexpr, L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr):
@@ -74,9 +79,9 @@ def _bwd(x_ptr, grad_out_ptr, res_ptr, dense_ptr, grad_table_ptr, N,
                 mask=mask[:, None], other=0.0)
     base = lvl.to(tl.int64) * T
     for corner in tl.static_range(8):
-        bx: tl.constexpr = corner & 1
-        by: tl.constexpr = (corner >> 1) & 1
-        bz: tl.constexpr = (corner >> 2) & 1
+        bx = corner & 1
+        by = (corner >> 1) & 1
+        bz = (corner >> 2) & 1
         cx, cy, cz = ix + bx, iy + by, iz + bz
         w = (fx if bx else 1.0 - fx) * (fy if by else 1.0 - fy) * (fz if bz else 1.0 - fz)
         hashed = (cx ^ (cy * 2654435761) ^ (cz * 805459861)) & (T - 1)
