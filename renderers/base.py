@@ -162,7 +162,8 @@ class TrainConfig:
     """Save the final test renders as PNG under renders/test/."""
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain JSON of primitives (tuples become lists; `from_json` turns them back)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_json(cls, d: dict) -> "TrainConfig":

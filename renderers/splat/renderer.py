@@ -53,7 +53,7 @@ class SplatRenderer(Renderer):
     config_cls: ClassVar[type] = SplatConfig
     presets: ClassVar[dict] = PRESETS
     batch_kind: ClassVar[str] = "image"
-    exports: ClassVar[tuple[str, ...]] = ("ply", "splat", "ply-compressed", "points", "mesh",
+    exports: ClassVar[tuple[str, ...]] = ("ply", "splat", "ply-compressed", "spz", "points", "mesh",
                                           "cameras", "html")
     file_suffixes: ClassVar[tuple[str, ...]] = (".ply", ".spz")
 
