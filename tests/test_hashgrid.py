@@ -127,7 +127,12 @@ def test_triton_parity_cuda(levels, log2_t, features):
     table = (torch.randn(levels, 2**log2_t, features, device="cuda", generator=g) * 0.1).requires_grad_(True)
     x = torch.rand(1 << 16, 3, device="cuda", generator=g)
     a, b = hash_encode_torch(x, table, res), hash_encode_triton(x, table, res)
-    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    # Both compute positions x * res in float32: at the finest level (res 2048) a position,
+    # hence an interpolation weight, is only known to ~res * eps, so the two backends'
+    # different operation order (FMA in the kernel) may differ by that much times the
+    # table's values (first GPU run: 3.3e-5 at 0.1% of the outputs).
+    atol = 4 * max(res) * torch.finfo(torch.float32).eps * float(table.detach().abs().max())
+    torch.testing.assert_close(b, a, atol=atol, rtol=1e-5)
     go = torch.randn_like(a)
     ga, = torch.autograd.grad(a, table, go)
     gb, = torch.autograd.grad(b, table, go)
