@@ -25,7 +25,9 @@ class _TruncExp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        return torch.exp(x)
+        # Capped below float32's overflow: an inf density times a zero-length interval is
+        # NaN; e^30 is opaque over any interval a render uses.
+        return torch.exp(x.clamp(max=30.0))
 
     @staticmethod
     def backward(ctx, g):
