@@ -136,5 +136,8 @@ def test_triton_parity_cuda(levels, log2_t, features):
     go = torch.randn_like(a)
     ga, = torch.autograd.grad(a, table, go)
     gb, = torch.autograd.grad(b, table, go)
-    # Atomic adds sum in another order than index_put's: float32 rounding only.
-    torch.testing.assert_close(gb, ga, atol=1e-4, rtol=1e-4)
+    # Atomic adds sum in another order than index_put's, and the weights carry the position
+    # precision above: the same bound, on the incoming gradient (second H200 run: 2.8e-4
+    # at 93 of 16.7M entries).
+    atol = 4 * max(res) * torch.finfo(torch.float32).eps * float(go.abs().max())
+    torch.testing.assert_close(gb, ga, atol=atol, rtol=1e-4)
