@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import Optional
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from train_bench import git_commit  # noqa: E402  (one home for the commit stamp)
 RESULTS = HERE / "RESULTS.md"
 REPO = HERE.parent
 PEER_RUN = REPO / ".device" / "peer" / "run"
@@ -208,20 +209,6 @@ def insert_row(text: str, row: str) -> str:
     if lines[i - 1] and not lines[i - 1].endswith("\n"):
         lines[i - 1] += "\n"
     return "".join(lines[:i]) + row + "".join(lines[i:])
-
-
-def git_commit() -> str:
-    # The GPU machine gets a copy of the tree without .git: the caller passes the commit.
-    if os.environ.get("SPLATLAB_COMMIT"):
-        return os.environ["SPLATLAB_COMMIT"]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
-                               capture_output=True, text=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def gpu_name() -> str:
