@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
         _error(f"error: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}")
         return 2
 
-    from splatlab.scenes.types import SceneError
+    from splatlab.scenes.errors import SceneError
 
     from .errors import UserError
 

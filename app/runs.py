@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from splatlab.renderers.common import atomic_write_bytes
+from splatlab.scenes.files import atomic_write_bytes  # torch-free (renderers.common is not)
 
 from .errors import UserError
 

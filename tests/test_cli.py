@@ -1,0 +1,53 @@
+"""The CLI's own behaviour: fast help (no torch), help text without internal notation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from splatlab.app.cli import COMMANDS
+from splatlab.renderers import RENDERERS
+
+# Runs a command's --help in a fresh interpreter, then reports whether torch was imported.
+_PROBE = """
+import contextlib, io, sys
+import splatlab.app.cli as cli
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        rc = cli.main(sys.argv[1:])
+    except SystemExit as e:
+        rc = e.code
+sys.stderr.write(out.getvalue())
+print(rc, 'torch' in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("argv", [[name, "--help"] for name in COMMANDS] + [["train", "--method", "nerf", "--help"],
+                                                                          ["export", "--format", "ply", "--help"]])
+def test_help_imports_no_torch(argv):
+    r = subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rc, torch_loaded = r.stdout.split()
+    assert rc in ("0", "None"), r.stderr
+    assert torch_loaded == "False", f"splatlab {' '.join(argv)} imported torch"
+    assert "usage" in r.stderr.lower()
+
+
+def _train_help(*argv: str) -> str:
+    r = subprocess.run([sys.executable, "-m", "splatlab.app.cli", "train", *argv, "--help"], capture_output=True,
+                       text=True, timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_train_help_has_no_internal_notation_and_true_defaults():
+    from splatlab.app.config import presets_for
+
+    out = _train_help("--preset", "fast")
+    assert "{None}" not in out and "(default: None)" not in out and "STR]" not in out
+    assert "the defaults shown are those of preset fast" in out
+    assert f"(default: {presets_for('splat')['fast'][1].steps})" in out.split("--steps INT")[1].splitlines()[0]
+    assert "--method {" + ",".join(RENDERERS) + "}" in out
