@@ -55,6 +55,11 @@ def run(argv: list[str]) -> int:
         result = train(cfg, bus=bus, resume=resume)
     finally:
         display.close()
+    from . import runs
+
+    link = runs.update_latest(result.run_dir)
+    if link is not None:
+        print(f"latest run: {link} -> {result.run_dir.name}  (e.g. splatlab view {link})")
     return result.exit_code
 
 

@@ -51,3 +51,36 @@ def test_train_help_has_no_internal_notation_and_true_defaults():
     assert "the defaults shown are those of preset fast" in out
     assert f"(default: {presets_for('splat')['fast'][1].steps})" in out.split("--steps INT")[1].splitlines()[0]
     assert "--method {" + ",".join(RENDERERS) + "}" in out
+
+
+def test_runs_latest_link_is_swapped_and_never_replaces_a_real_folder(tmp_path):
+    import os
+
+    from splatlab.app import runs
+
+    a, b = tmp_path / "runs" / "demo-1", tmp_path / "runs" / "demo-2"
+    a.mkdir(parents=True), b.mkdir()
+    link = runs.update_latest(a)
+    assert link == tmp_path / "runs" / "latest" and link.resolve() == a.resolve()
+    assert runs.update_latest(b).resolve() == b.resolve()
+    assert os.readlink(link) == "demo-2"  # relative: the runs folder can move
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["demo-1", "demo-2", "latest"]  # no temp left
+    assert runs.update_latest(tmp_path / "elsewhere" / "x") is None  # not under runs/
+    link.unlink()
+    link.mkdir()  # a user's own folder named latest
+    assert runs.update_latest(a) is None and link.is_dir() and not link.is_symlink()
+
+
+def test_several_paths_take_the_newest_run_with_a_note(tmp_path, capsys):
+    import os
+
+    from splatlab.app import runs
+
+    old, new = tmp_path / "demo-1", tmp_path / "demo-2"
+    for i, d in enumerate((new, old)):  # created out of order: the choice is by time, not name
+        d.mkdir()
+        (d / "config.json").write_text("{}")
+        os.utime(d / "config.json", (1000 + 100 * (1 - i), 1000 + 100 * (1 - i)))
+    assert runs.newest_of([str(old), str(new)]) == str(new)
+    assert "using the newest run" in capsys.readouterr().err
+    assert runs.newest_of([str(old)]) == str(old) and capsys.readouterr().err == ""
