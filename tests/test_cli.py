@@ -84,3 +84,35 @@ def test_several_paths_take_the_newest_run_with_a_note(tmp_path, capsys):
     assert runs.newest_of([str(old), str(new)]) == str(new)
     assert "using the newest run" in capsys.readouterr().err
     assert runs.newest_of([str(old)]) == str(old) and capsys.readouterr().err == ""
+
+
+def test_debug_prints_the_traceback_and_keeps_exit_code_2(tmp_path):
+    missing = str(tmp_path / "nothing-here")
+    plain = subprocess.run([sys.executable, "-m", "splatlab.app.cli", "info", missing], capture_output=True,
+                           text=True, timeout=120)
+    debug = subprocess.run([sys.executable, "-m", "splatlab.app.cli", "--debug", "info", missing],
+                           capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    assert debug.returncode == 2 and "Traceback" in debug.stderr and "nothing-here" in debug.stderr
+
+
+def test_read_only_images_load_without_a_torch_warning():
+    import warnings
+
+    import numpy as np
+
+    from splatlab.app.data import _load_images
+
+    class Images:
+        def __getitem__(self, i):
+            a = np.full((4, 4, 3), i, np.uint8)
+            a.setflags(write=False)  # as a cached image can be
+            return a
+
+    class Scene:
+        images, train_idx = Images(), [0, 3]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = _load_images(Scene(), False, "cpu")
+    assert [int(t[0, 0, 0]) for t in out] == [0, 3]
