@@ -116,3 +116,18 @@ def test_read_only_images_load_without_a_torch_warning():
         warnings.simplefilter("error")
         out = _load_images(Scene(), False, "cpu")
     assert [int(t[0, 0, 0]) for t in out] == [0, 3]
+
+
+@pytest.mark.slow
+def test_same_seed_same_cpu_run_is_bit_identical(tmp_path):
+    """Two short CPU runs of the same command (separate processes, default thread count)
+    write byte-identical splat.ply files."""
+    plys = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        r = subprocess.run([sys.executable, "-m", "splatlab.app.cli", "train", "demo", "--preset", "cpu",
+                            "--steps", "30", "--device", "cpu", "--output", str(out), "--no-save-renders"],
+                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+        plys.append((out / "splat.ply").read_bytes())
+    assert plys[0] == plys[1]
