@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 
 # name -> (module, one-line help). Adding a command is one line here and one module.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -55,7 +56,7 @@ def main(argv: list[str]) -> int:
         _error(f"error: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}")
         return 2
 
-    from splatlab.scenes.types import SceneError
+    from splatlab.scenes.errors import SceneError
 
     from .errors import UserError
 
@@ -66,13 +67,13 @@ def main(argv: list[str]) -> int:
         _error("interrupted")
         return 130
     except (SceneError, UserError) as e:
-        if debug:
-            raise
+        if debug:  # the traceback, but the same exit code: scripts test it
+            traceback.print_exc()
         _error(f"error: {e}")
         return 2
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
         if debug:
-            raise
+            traceback.print_exc()
         _error(f"error: {e.filename}: {e.strerror}" if e.filename else f"error: {e}")
         return 2
     except SystemExit:

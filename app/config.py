@@ -15,27 +15,28 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from splatlab.renderers import RENDERERS, UnknownMethod, get_renderer
-from splatlab.renderers.base import TrainConfig
+from splatlab.renderers import RENDERERS, UnknownMethod, method_config
+from splatlab.renderers.train_config import TrainConfig
 
 from .errors import UserError
 
 DEFAULT_METHOD = TrainConfig.method
 
 
-def _renderer(method: str):
+def _method_config(method: str):
+    # Config modules import no torch: `train --help` and config.json reads stay light.
     try:
-        return get_renderer(method)
+        return method_config(method)
     except UnknownMethod as e:
         raise UserError(str(e)) from None
 
 
 def config_class(method: str = DEFAULT_METHOD) -> type[TrainConfig]:
-    return _renderer(method).config_cls
+    return _method_config(method)[0]
 
 
 def presets_for(method: str = DEFAULT_METHOD) -> dict[str, tuple[str, TrainConfig]]:
-    return _renderer(method).presets
+    return _method_config(method)[1]
 
 
 # The default method's presets (what `splatlab train --preset` lists without --method).
@@ -70,9 +71,28 @@ def _cuda_wanted(argv: list[str]) -> bool:
             return a.split("=", 1)[1].startswith("cuda")
         if a == "--device" and i + 1 < len(argv):
             return argv[i + 1].startswith("cuda")
+    if _flag(argv, "-h") or _flag(argv, "--help"):
+        return _cuda_likely()
     import torch
 
     return torch.cuda.is_available()
+
+
+def _cuda_likely() -> bool:
+    """Whether torch would find CUDA, guessed without importing torch (2 s), for `--help`:
+    a CUDA build of torch (torch/version.py names a CUDA version) and an NVIDIA driver."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    try:
+        text = (Path(list(spec.submodule_search_locations)[0]) / "version.py").read_text()
+    except OSError:
+        return False
+    build = re.search(r"^cuda\b.*=\s*['\"]", text, re.M) is not None
+    return build and (Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists())
 
 
 def parse_train_args(argv: list[str]) -> tuple[TrainConfig, Optional[Path]]:
@@ -110,12 +130,17 @@ def parse_train_args(argv: list[str]) -> tuple[TrainConfig, Optional[Path]]:
             # say so, and let --preset override.
             cpu = "cpu" in presets_for(method) and not _cuda_wanted(rest)
             name = "cpu" if cpu else "default"
+            why = "no CUDA GPU" if cpu else "a CUDA GPU"
             if cpu and not _flag(rest, "-h") and not _flag(rest, "--help"):
                 print("no CUDA GPU: using --preset cpu (pass --preset to choose another)", file=sys.stderr)
+        else:
+            why = "--preset"
         base = preset(name, method)
+    else_preset = f"preset {base.preset} ({why})" if resume is None else f"the config of {resume}"
     description = (
         f"Train a scene representation (--method: {', '.join(RENDERERS)}; this help: {method}). "
-        "Pick a preset with --preset NAME (default: default), then override any field below."
+        "Pick a preset with --preset NAME (default: cpu without a CUDA GPU, else default), then override "
+        f"any field below; the defaults shown are those of {else_preset}."
         f"\n\npresets:\n{presets_help(method)}"
         "\n\n--resume RUN continues a run folder from its newest checkpoint, with its saved config."
     )

@@ -77,7 +77,12 @@ def cameras_on(cams: "Cameras", device) -> "Cameras":
 def _load_images(scene: "Scene", with_alpha: bool, device) -> list:
     import torch
 
-    return [torch.from_numpy(scene.images.load_rgba(i) if with_alpha else scene.images[i]).to(device)
+    import numpy as np
+
+    # A cached image can be a read-only array: torch.from_numpy warns ("not writable") on
+    # those, so copy exactly those (np.require copies only when the array is read-only).
+    return [torch.from_numpy(np.require(scene.images.load_rgba(i) if with_alpha else scene.images[i],
+                                        requirements="W")).to(device)
             for i in scene.train_idx]
 
 

@@ -65,8 +65,8 @@ def evaluate(renderer: "Renderer", scene: "Scene", *, device, renders_dir: Optio
 
 @dataclass
 class EvalArgs:
-    run: Annotated[str, tyro.conf.Positional]
-    """Run folder written by `splatlab train`."""
+    run: Annotated[tuple[str, ...], tyro.conf.Positional, tyro.conf.arg(metavar="RUN [RUN ...]")]
+    """Run folder written by `splatlab train` (given several, e.g. a glob: the newest)."""
     device: str = "auto"
     """Torch device; auto uses the device the run was trained on when it is available."""
     save: bool = False
@@ -82,7 +82,7 @@ def run(argv: list[str]) -> int:
 
     args = tyro.cli(EvalArgs, args=argv, prog="splatlab eval",
                     description="Re-render a run's test views and recompute its metrics.")
-    run_dir = Path(args.run)
+    run_dir = Path(runs.newest_of(list(args.run)))
     if not runs.is_run_dir(run_dir):
         raise UserError("not a splatlab run folder (no config.json)", run_dir)
     old = {}

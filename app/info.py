@@ -20,8 +20,9 @@ import tyro
 
 @dataclass
 class InfoArgs:
-    path: Annotated[str, tyro.conf.Positional] = "demo"
-    """Scene folder (COLMAP, nerfstudio/instant-ngp, Blender, LLFF, photos) or `demo`."""
+    path: Annotated[tuple[str, ...], tyro.conf.Positional, tyro.conf.arg(metavar="[PATH ...]")] = ("demo",)
+    """Scene folder (COLMAP, nerfstudio/instant-ngp, Blender, LLFF, photos), `demo`, a run
+    folder, a checkpoint, or a PLY/SPZ file; given several (a glob), the newest."""
     json: bool = False
     """Print one JSON object instead of a table."""
     downscale: int = 1
@@ -184,7 +185,10 @@ def _print_model(info: dict) -> None:
 
 
 def run(argv: list[str]) -> int:
+    from .runs import newest_of
+
     args = tyro.cli(InfoArgs, args=argv, prog="splatlab info", description=__doc__.split("\n\n")[0])
+    args.path = newest_of(list(args.path) or ["demo"], what="path")
     model = args.path != "demo" and is_model(args.path)
     info = describe_model(args.path) if model else describe(args.path, args.downscale, args.format, args.images,
                                                             args.colmap_path)

@@ -31,6 +31,10 @@ class ProgressDisplay:
         self._task = None
         self._last_plain = 0.0
         self._start_step = 0
+        self._t0 = time.monotonic()
+        # (step, train_seconds) at this session's first StepDone: the ETA's rate counts only
+        # this session's steps (train_seconds includes a resumed run's earlier sessions).
+        self._first: Optional[tuple[int, float]] = None
 
     # one handler for every event type, so subscription is a single line
     def __call__(self, e: Any) -> None:
@@ -40,9 +44,11 @@ class ProgressDisplay:
 
     def _on_TrainStarted(self, e: ev.TrainStarted) -> None:
         self._start_step = e.start_step
+        self._t0 = time.monotonic()
+        self._first = None
         verb = f"resuming at step {e.start_step:,}" if e.start_step else "training"
         self.console.print(
-            f"[bold]{verb}[/] {e.method}" + (f" ({e.preset})" if e.preset else "") + f" on [bold]{e.scene}[/] "
+            f"[bold]{verb}[/] {e.method}" + (f"/{e.preset}" if e.preset else "") + f" on [bold]{e.scene}[/] "
             f"({e.num_train} train / {e.num_test} test views, {_fmt_stats(e.stats)}, {e.device})"
         )
         self.console.print(f"run folder: {e.run_dir}")
@@ -59,15 +65,21 @@ class ProgressDisplay:
             self._progress.start()
 
     def _stats(self, e: ev.StepDone) -> str:
-        done = e.step - self._start_step
-        rate = done / e.train_seconds if e.train_seconds > 0 else float("nan")
+        if self._first is None:
+            self._first = (e.step, e.train_seconds)
+        done, seconds = e.step - self._first[0], e.train_seconds - self._first[1]
+        # Until a second report, the window's own rate (never the whole run's, when resumed).
+        rate = done / seconds if done > 0 and seconds > 0 else e.steps_per_sec
         eta = (e.total_steps - e.step) / rate if rate == rate and rate > 0 else float("nan")
         return (f"loss {e.loss:.4f}  PSNR {e.psnr:5.2f}  {_fmt_stats(e.stats)}  "
-                f"{e.steps_per_sec:6.1f} steps/s  ETA {_fmt_seconds(eta)}")
+                f"{e.steps_per_sec:6.1f} steps/s  elapsed {_fmt_seconds(time.monotonic() - self._t0)}  "
+                f"ETA {_fmt_seconds(eta)}")
 
     def _on_StepDone(self, e: ev.StepDone) -> None:
         if self._progress is not None:
             self._progress.update(self._task, completed=e.step, stats=self._stats(e))
+            if e.step >= e.total_steps:  # leave the final bar once, above the eval and "done" lines
+                self.close()
             return
         now = time.monotonic()
         if now - self._last_plain >= self.plain_interval_s or e.step == e.total_steps:

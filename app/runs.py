@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from splatlab.renderers.common import atomic_write_bytes
+from splatlab.scenes.files import atomic_write_bytes  # torch-free (renderers.common is not)
 
 from .errors import UserError
 
@@ -69,6 +69,57 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
 def is_run_dir(path: Path) -> bool:
     path = Path(path)
     return path.is_dir() and (path / "config.json").exists()
+
+
+LATEST = "latest"
+
+
+def update_latest(run_dir: Path) -> Optional[Path]:
+    """Point `runs/latest` at `run_dir` (a relative symlink, swapped in atomically) when the
+    run folder is directly under a folder named `runs`; never replaces anything that is not
+    a symlink. Returns the link, or None when there is none to keep."""
+    import os
+    import secrets
+
+    run_dir = Path(run_dir)
+    parent = run_dir.parent
+    if parent.name != "runs" or run_dir.name == LATEST:
+        return None
+    link = parent / LATEST
+    if link.exists() and not link.is_symlink():
+        return None
+    tmp = parent / f".{LATEST}.{secrets.token_hex(4)}.tmp"
+    try:
+        os.symlink(run_dir.name, tmp)
+        os.replace(tmp, link)
+    except OSError:  # a file system without symlinks: the run itself is fine
+        tmp.unlink(missing_ok=True)
+        return None
+    return link
+
+
+def newest_of(paths: list[str], what: str = "run") -> str:
+    """One path of several (a shell glob such as `runs/demo-*/`): the most recently written
+    run (by its config.json, else the path itself), with a one-line note on stderr."""
+    import sys
+
+    if len(paths) == 1:
+        return paths[0]
+
+    def mtime(p: str) -> float:
+        path = Path(p)
+        for f in (path / "metrics.json", path / "config.json", path):
+            try:
+                return f.stat().st_mtime
+            except OSError:
+                continue
+        return float("-inf")
+
+    unique = [p for p in paths if Path(p).resolve() not in {Path(q).resolve() for q in paths[:paths.index(p)]}]
+    chosen = max(unique, key=mtime)
+    if len(unique) > 1:
+        print(f"note: {len(paths)} paths given; using the newest {what}, {chosen}", file=sys.stderr)
+    return chosen
 
 
 def scene_to_json(scene) -> dict:

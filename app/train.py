@@ -55,6 +55,11 @@ def run(argv: list[str]) -> int:
         result = train(cfg, bus=bus, resume=resume)
     finally:
         display.close()
+    from . import runs
+
+    link = runs.update_latest(result.run_dir)
+    if link is not None:
+        print(f"latest run: {link} -> {result.run_dir.name}  (e.g. splatlab view {link})")
     return result.exit_code
 
 
@@ -383,6 +388,12 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
     if resume is not None:
         path, ckpt = runs.newest_good_checkpoint(resume, device)
         runs.set_aside_newer(resume, path)
+    if device.type == "cpu":
+        # Bit-reproducible CPU runs for a seed: multi-threaded accumulating index ops
+        # (index_put_/scatter with accumulate) sum in thread-timing order otherwise; two runs of
+        # the same command gave different Gaussian counts. Ops without a deterministic kernel
+        # warn rather than fail. CUDA stays fast and non-reproducible (README).
+        torch.use_deterministic_algorithms(True, warn_only=True)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 

@@ -12,7 +12,8 @@ from .errors import UserError
 def parse(argv: list[str]) -> argparse.Namespace:
     # Four flags: plain argparse keeps `splatlab view --help` instant (no tyro/torch import).
     p = argparse.ArgumentParser(prog="splatlab view", description=__doc__)
-    p.add_argument("target", type=Path, help="run folder, checkpoint (.pt), 3DGS .ply (INRIA, gsplat, nerfstudio, splatlab) or .spz")
+    p.add_argument("target", nargs="+", help="run folder, checkpoint (.pt), 3DGS .ply (INRIA, gsplat, nerfstudio, "
+                   "splatlab) or .spz; given several (a glob such as runs/demo-*/), the newest")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; anything else exposes the scene to the network)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if taken)")
     p.add_argument("--client-splats", action="store_true",
@@ -20,7 +21,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="also accept browsers on this page origin, e.g. http://localhost:9000 for an SSH "
                         "tunnel (repeatable; by default only this viewer's own address is accepted)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    from .runs import newest_of
+
+    args.target = Path(newest_of(args.target))
+    return args
 
 
 def _initial_points(loaded):

@@ -21,16 +21,8 @@ from jaxtyping import Float, Int, UInt8
 from torch import Tensor
 
 # Re-exported: loaders and callers have always found these here; they live in geometry.
+from .errors import SceneError  # noqa: F401 - re-exported: callers find it here
 from .geometry import Normalization, look_at  # noqa: F401
-
-
-class SceneError(Exception):
-    """A user-facing input problem: one line naming the file and what is wrong."""
-
-    def __init__(self, path: Path | str | None, problem: str):
-        self.path = None if path is None else Path(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}" if path is not None else problem)
 
 
 @dataclass

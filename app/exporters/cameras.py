@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from splatlab.scenes.geometry import OPENCV_TO_OPENGL
 
 from ..errors import UserError
 from .common import ExportArgs, check_output, write_bytes
@@ -35,6 +34,8 @@ def camtoworlds_original(c2w_norm: np.ndarray, normalization) -> np.ndarray:
 
 def transforms_json(scene_json: dict, normalization) -> dict:
     c = scene_json["cameras"]
+    from splatlab.scenes.geometry import OPENCV_TO_OPENGL  # geometry imports torch: not at `export --help`
+
     c2w = camtoworlds_original(np.asarray(c["camtoworlds"]), normalization) @ OPENCV_TO_OPENGL
     names = scene_json.get("image_names") or [f"frame_{i:05d}" for i in range(len(c2w))]
     frames = [

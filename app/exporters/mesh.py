@@ -221,9 +221,17 @@ def _write_mesh(mesh, path: Path) -> None:
         raise UserError(f"cannot write the mesh ({e.strerror or e})", path) from None
 
 
-def export(target, opts: Options) -> str:
+def _progress():
+    """A transient bar on a terminal's stderr; nothing at all otherwise (rich leaves a blank
+    line on a non-terminal stdout)."""
+    from rich.console import Console
     from rich.progress import Progress
 
+    console = Console(stderr=True)
+    return Progress(transient=True, console=console, disable=not console.is_terminal)
+
+
+def export(target, opts: Options) -> str:
     check_output(opts.output, SUFFIXES)
     crop = crop_box(opts, target)
     o3d = _open3d()
@@ -255,12 +263,12 @@ def export(target, opts: Options) -> str:
     if mesher == "marching-cubes":
         if opts.mc_resolution < 8:
             raise UserError(f"--mc-resolution must be at least 8, got {opts.mc_resolution}")
-        with Progress(transient=True) as bar:
+        with _progress() as bar:
             task = bar.add_task("marching cubes", total=1.0)
             mesh = marching_cubes_mesh(target.model, resolution=opts.mc_resolution,
                                        threshold=opts.density_threshold, progress=lambda f: bar.advance(task, f))
     else:
-        with Progress(transient=True) as bar:
+        with _progress() as bar:
             task = bar.add_task("TSDF fusion", total=len(cams))
             mesh = fuse_tsdf(target.model, cams, voxel_size=voxel, sdf_trunc=trunc, min_alpha=opts.min_alpha,
                              background=bg, progress=lambda: bar.advance(task))

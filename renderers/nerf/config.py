@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from splatlab.renderers.base import TrainConfig
+from splatlab.renderers.train_config import TrainConfig
 
 
 @dataclass

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 import tyro
+from typing_extensions import Annotated
 
-from splatlab.renderers.base import TrainConfig
+from splatlab.renderers.train_config import TrainConfig
 
 
 @dataclass
@@ -98,7 +99,7 @@ class SplatConfig(TrainConfig):
     """Bilateral grid cells along luminance."""
     bilateral_tv_weight: float = 10.0
     """Weight of the bilateral grids' total-variation loss."""
-    pose_opt: tyro.conf.DisallowNone[Optional[bool]] = None
+    pose_opt: tyro.conf.DisallowNone[Annotated[Optional[bool], tyro.conf.arg(help_behavior_hint="(default: by scene)")]] = None
     """Refine the training cameras' poses (rotation + translation per camera). Unset: on for
     nerfstudio transforms.json, video frames and scenes marked rough; off for COLMAP,
     Blender, LLFF and the demo. Test views are never refined."""
@@ -108,7 +109,7 @@ class SplatConfig(TrainConfig):
     """Steps of linear warm-up of the pose learning rate (let the geometry form first)."""
     pose_opt_reg: float = 1e-6
     """Weight decay of the pose deltas."""
-    masks: tyro.conf.DisallowNone[Optional[bool]] = None
+    masks: tyro.conf.DisallowNone[Annotated[Optional[bool], tyro.conf.arg(help_behavior_hint="(default: by scene)")]] = None
     """Leave masked pixels out of the loss. Unset: on when the scene has masks."""
     antialias: bool = False
     """gsplat's antialiased rasterization plus Mip-Splatting's 3D filter (each Gaussian no

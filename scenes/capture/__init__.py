@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..types import SceneError
+from ..errors import SceneError
 
 
 class CaptureError(SceneError):
