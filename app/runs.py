@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from splatlab.scenes.files import atomic_write_bytes  # torch-free (renderers.common is not)
+from splatlab.scenes.files import atomic_write_bytes
 
 from .errors import UserError
 

@@ -20,7 +20,7 @@ o3d = pytest.importorskip("open3d", reason="mesh export needs open3d (pip instal
 
 def surface_model(mesh, n: int, seed: int = 0) -> SplatModel:
     """Flat, opaque Gaussians on area-weighted samples of a triangle mesh, facing its normals."""
-    from splatlab.renderers.common import rotmat_to_quat
+    from splatlab.scenes.geometry import rotmat_to_quat
 
     rng = np.random.default_rng(seed)
     v, f = mesh.vertices, mesh.faces

@@ -90,7 +90,7 @@ class ViserTestClient:
 
 def look_at_wxyz(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     """wxyz of an OpenCV camera at `eye` looking at `target` (+z forward, -y up)."""
-    from splatlab.renderers.common import rotmat_to_quat
+    from splatlab.scenes.geometry import rotmat_to_quat
     from splatlab.scenes.types import look_at
 
     return rotmat_to_quat(look_at(eye, target, up)[:3, :3])

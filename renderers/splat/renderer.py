@@ -264,7 +264,7 @@ class SplatRenderer(Renderer):
         poses were refined, refined_poses.json (normalized frame, as scene.json)."""
         import json
 
-        from splatlab.renderers.common import atomic_write_bytes
+        from splatlab.scenes.files import atomic_write_bytes
 
         from .io import write_ply
 
