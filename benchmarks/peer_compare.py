@@ -36,7 +36,7 @@ from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from train_bench import git_commit  # noqa: E402  (one home for the commit stamp)
+from train_bench import git_commit, split_extra  # noqa: E402  (one home for each)
 RESULTS = HERE / "RESULTS.md"
 REPO = HERE.parent
 PEER_RUN = REPO / ".device" / "peer" / "run"
@@ -253,11 +253,7 @@ def run_logged(cmd: list[str], log: Path) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1 :]
-    else:
-        extra = []
+    argv, extra = split_extra(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="the scene (e.g. .device/data/beer)")
     p.add_argument("--preset", default="fast", help="splatlab preset (default fast)")

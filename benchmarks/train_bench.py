@@ -14,7 +14,6 @@ optimisation only (no loading, no evaluation, no checkpoint writing).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import datetime
 import subprocess
@@ -65,12 +64,16 @@ def append_row(row: str) -> None:
         f.write(row)
 
 
-def main(argv: list[str]) -> int:
+def split_extra(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(the script's own arguments, the `-- --FIELD VALUE ...` passed on to splatlab train)."""
     if "--" in argv:
         i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1 :]
-    else:
-        extra = []
+        return argv[:i], argv[i + 1 :]
+    return argv, []
+
+
+def main(argv: list[str]) -> int:
+    argv, extra = split_extra(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", action="append", help="scene path, or `demo` (repeatable)")
     p.add_argument("--preset", action="append", help="preset name (repeatable; default: fast)")
