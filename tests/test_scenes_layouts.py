@@ -16,20 +16,12 @@ from PIL import Image
 from splatlab.app.cli import main
 from splatlab.scenes import load_scene
 from splatlab.scenes.types import SceneError
+from test_scenes import original_c2w  # the one brute-force map back to the dataset frame
 
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SPLATLAB_CACHE", str(tmp_path / "cache"))
-
-
-def original_c2w(scene) -> np.ndarray:
-    n = scene.normalization
-    c2w = scene.cameras.camtoworlds.double().numpy()
-    out = np.tile(np.eye(4), (len(c2w), 1, 1))
-    out[:, :3, :3] = np.asarray(n.rotation).T @ c2w[:, :3, :3]
-    out[:, :3, 3] = n.invert_points(c2w[:, :3, 3])
-    return out
 
 
 # ---- COLMAP pipeline layouts ----------------------------------------------------------
