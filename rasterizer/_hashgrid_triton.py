@@ -1,5 +1,18 @@
 """Triton kernels of the hash encoding (imported only when triton is used; see hashgrid.py
-for the layout and the hash). One program handles BLOCK points of one level."""
+for the layout, the hash and the kernel variants). A program handles BLOCK points of LPP
+consecutive levels; the grid is (points / BLOCK, L / LPP), points fastest, so the programs
+running at one time touch LPP levels' tables (4 MB each at nerfacto size), which stay in L2.
+
+Constexpr switches (hashgrid.HashKernelConfig chooses them):
+- PACK (F == 2 only): a table entry, an output pair and a gradient pair move as one 64-bit
+  access; without it a [BLOCK, F] tile is split over two lanes per point (scalar accesses).
+- V2 (with PACK, sm_90+): the backward adds a pair with one `red.global.add.v2.f32`
+  instead of two scalar atomics (inline PTX: never used under TRITON_INTERPRET).
+- REPS > 1: the backward scatters the first NREP (coarse, densely indexed, hence tiny and
+  hotly contended) levels into REPS copies, program i into copy i % REPS; the caller sums them.
+- TAB_EV / STREAM_EV: eviction hints for the table gathers and for the streamed points,
+  outputs and incoming gradients ("" = none).
+"""
 
 from typing import no_type_check
 
@@ -9,84 +22,150 @@ import triton.language as tl
 
 @no_type_check  # keeps pytest's jaxtyping import hook from wrapping the kernel (triton reads its globals)
 @triton.jit
-def _scaled(x_ptr, n_off, mask, r):
-    # Shared by forward and backward: the point clamped to [0, 1], in grid units.
-    px = tl.minimum(tl.maximum(tl.load(x_ptr + n_off * 3 + 0, mask=mask, other=0.0), 0.0), 1.0) * r
-    py = tl.minimum(tl.maximum(tl.load(x_ptr + n_off * 3 + 1, mask=mask, other=0.0), 0.0), 1.0) * r
-    pz = tl.minimum(tl.maximum(tl.load(x_ptr + n_off * 3 + 2, mask=mask, other=0.0), 0.0), 1.0) * r
-    return px, py, pz
+def _points(x_ptr, n_off, mask, EV: tl.constexpr):
+    # The points clamped to [0, 1] (read once per program, whatever LPP is).
+    px = tl.load(x_ptr + n_off * 3 + 0, mask=mask, other=0.0, eviction_policy=EV)
+    py = tl.load(x_ptr + n_off * 3 + 1, mask=mask, other=0.0, eviction_policy=EV)
+    pz = tl.load(x_ptr + n_off * 3 + 2, mask=mask, other=0.0, eviction_policy=EV)
+    return (tl.minimum(tl.maximum(px, 0.0), 1.0), tl.minimum(tl.maximum(py, 0.0), 1.0),
+            tl.minimum(tl.maximum(pz, 0.0), 1.0))
 
-@no_type_check  # keeps pytest's jaxtyping import hook from wrapping the kernel (triton reads its globals)
+
+@no_type_check
+@triton.jit
+def _cell(px, py, pz, res_ptr, dense_ptr, lvl):
+    """The cell of each point at level `lvl`: its lower vertex and the fractions inside."""
+    ri = tl.load(res_ptr + lvl)
+    dense = tl.load(dense_ptr + lvl) != 0
+    r = ri.to(tl.float32)
+    sx, sy, sz = px * r, py * r, pz * r
+    x0 = tl.minimum(tl.floor(sx), r - 1.0)
+    y0 = tl.minimum(tl.floor(sy), r - 1.0)
+    z0 = tl.minimum(tl.floor(sz), r - 1.0)
+    # uint32 arithmetic wraps like tiny-cuda-nn's (64-bit integer multiplies are emulated on
+    # GPUs); only the low bits survive `& (T - 1)`, and a dense index of a level that fits
+    # the table never overflows.
+    return (x0.to(tl.uint32), y0.to(tl.uint32), z0.to(tl.uint32), sx - x0, sy - y0, sz - z0,
+            (ri + 1).to(tl.uint32), dense)
+
+
+@no_type_check
+@triton.jit
+def _corner(ix, iy, iz, fx, fy, fz, side, dense, corner: tl.constexpr, T: tl.constexpr):
+    """Entry index (int32, within the level) and trilinear weight of corner
+    c = bx + 2 by + 4 bz: the one place forward and backward index the table."""
+    bx: tl.constexpr = corner & 1
+    by: tl.constexpr = (corner >> 1) & 1
+    bz: tl.constexpr = (corner >> 2) & 1
+    cx, cy, cz = ix + bx, iy + by, iz + bz
+    w = (fx if bx else 1.0 - fx) * (fy if by else 1.0 - fy) * (fz if bz else 1.0 - fz)
+    hashed = (cx ^ (cy * 2654435761) ^ (cz * 805459861)) & (T - 1)
+    return tl.where(dense, cx + cy * side + cz * side * side, hashed).to(tl.int32), w
+
+
+@no_type_check
+@triton.jit
+def _unpack(v):
+    """A 64-bit word -> its two float32 halves (little-endian: feature 0 is the low half)."""
+    lo = v.to(tl.uint32).to(tl.float32, bitcast=True)
+    hi = (v >> 32).to(tl.uint32).to(tl.float32, bitcast=True)
+    return lo, hi
+
+
+@no_type_check
+@triton.jit
+def _pack(lo, hi):
+    return (hi.to(tl.uint32, bitcast=True).to(tl.uint64) << 32) | lo.to(tl.uint32, bitcast=True).to(tl.uint64)
+
+
+@no_type_check
+@triton.jit
+def _red_add_v2(ptr, a, b):
+    # One 8-byte reduction instead of two 4-byte ones (PTX ISA 8.1, sm_90). The dummy output
+    # is there because inline asm must return something; is_pure=False keeps it alive. The
+    # address goes in as an integer (inline asm arguments are type-checked like arithmetic).
+    tl.inline_asm_elementwise("red.global.add.v2.f32 [$1], {$2, $3};\n\tmov.b32 $0, 0;", "=r,l,f,f",
+                              [ptr.to(tl.int64), a, b], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@no_type_check
 @triton.jit
 def _fwd(x_ptr, table_ptr, res_ptr, dense_ptr, out_ptr, N,
-         T: tl.constexpr, L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr):
+         T: tl.constexpr, L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr, LPP: tl.constexpr,
+         PACK: tl.constexpr, TAB_EV: tl.constexpr, STREAM_EV: tl.constexpr):
     pid = tl.program_id(0)
-    lvl = tl.program_id(1)
-    n_off = pid * BLOCK + tl.arange(0, BLOCK)
+    rows = tl.arange(0, BLOCK)
+    n_off = pid * BLOCK + rows
     mask = n_off < N
-    ri = tl.load(res_ptr + lvl)
-    dense = tl.load(dense_ptr + lvl) != 0
-    r = ri.to(tl.float32)
-    side = (ri + 1).to(tl.uint32)
-    px, py, pz = _scaled(x_ptr, n_off, mask, r)
-    x0 = tl.minimum(tl.floor(px), r - 1.0)
-    y0 = tl.minimum(tl.floor(py), r - 1.0)
-    z0 = tl.minimum(tl.floor(pz), r - 1.0)
-    fx, fy, fz = px - x0, py - y0, pz - z0
-    # uint32 arithmetic wraps like tiny-cuda-nn's (64-bit integer multiplies are emulated on
-    # GPUs); only the low bits survive `& (T - 1)`, and a dense index of a level that fits
-    # the table never overflows.
-    ix, iy, iz = x0.to(tl.uint32), y0.to(tl.uint32), z0.to(tl.uint32)
-    f_off = tl.arange(0, F)
-    acc = tl.zeros((BLOCK, F), dtype=tl.float32)
-    base = lvl.to(tl.int64) * T
-    for corner in tl.static_range(8):
-        bx = corner & 1
-        by = (corner >> 1) & 1
-        bz = (corner >> 2) & 1
-        cx, cy, cz = ix + bx, iy + by, iz + bz
-        w = (fx if bx else 1.0 - fx) * (fy if by else 1.0 - fy) * (fz if bz else 1.0 - fz)
-        hashed = (cx ^ (cy * 2654435761) ^ (cz * 805459861)) & (T - 1)
-        idx = tl.where(dense, cx + cy * side + cz * side * side, hashed).to(tl.int64) + base
-        vals = tl.load(table_ptr + idx[:, None] * F + f_off[None, :], mask=mask[:, None], other=0.0)
-        acc += w[:, None] * vals
-    tl.store(out_ptr + n_off[:, None].to(tl.int64) * (L * F) + lvl * F + f_off[None, :], acc,
-             mask=mask[:, None])
+    px, py, pz = _points(x_ptr, n_off, mask, STREAM_EV)
+    out_blk = out_ptr + (pid * BLOCK).to(tl.int64) * (L * F)  # 64-bit once; int32 offsets below
+    for j in tl.static_range(LPP):
+        lvl = tl.program_id(1) * LPP + j
+        ix, iy, iz, fx, fy, fz, side, dense = _cell(px, py, pz, res_ptr, dense_ptr, lvl)
+        tab = table_ptr + lvl.to(tl.int64) * (T * F)
+        if PACK:
+            tab2 = tab.to(tl.pointer_type(tl.uint64))
+            a0 = tl.zeros((BLOCK,), dtype=tl.float32)
+            a1 = tl.zeros((BLOCK,), dtype=tl.float32)
+            for corner in tl.static_range(8):
+                idx, w = _corner(ix, iy, iz, fx, fy, fz, side, dense, corner, T)
+                v0, v1 = _unpack(tl.load(tab2 + idx, mask=mask, other=0, eviction_policy=TAB_EV))
+                a0 += w * v0
+                a1 += w * v1
+            tl.store(out_blk.to(tl.pointer_type(tl.uint64)) + rows * L + lvl, _pack(a0, a1), mask=mask,
+                     eviction_policy=STREAM_EV)
+        else:
+            f_off = tl.arange(0, F)
+            acc = tl.zeros((BLOCK, F), dtype=tl.float32)
+            for corner in tl.static_range(8):
+                idx, w = _corner(ix, iy, iz, fx, fy, fz, side, dense, corner, T)
+                vals = tl.load(tab + idx[:, None] * F + f_off[None, :], mask=mask[:, None], other=0.0,
+                               eviction_policy=TAB_EV)
+                acc += w[:, None] * vals
+            tl.store(out_blk + rows[:, None] * (L * F) + lvl * F + f_off[None, :], acc, mask=mask[:, None],
+                     eviction_policy=STREAM_EV)
 
-@no_type_check  # keeps pytest's jaxtyping import hook from wrapping the kernel (triton reads its globals)
+
+@no_type_check
 @triton.jit
-def _bwd(x_ptr, grad_out_ptr, res_ptr, dense_ptr, grad_table_ptr, N,
-         T: tl.constexpr, L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr):
+def _bwd(x_ptr, grad_out_ptr, res_ptr, dense_ptr, grad_ptr, N, NREP,
+         T: tl.constexpr, L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr, LPP: tl.constexpr,
+         PACK: tl.constexpr, V2: tl.constexpr, REPS: tl.constexpr, S: tl.constexpr, STREAM_EV: tl.constexpr):
+    # grad_ptr: the L x T x F table gradient, then (REPS > 1) REPS x NREP x S x F copies.
     pid = tl.program_id(0)
-    lvl = tl.program_id(1)
-    n_off = pid * BLOCK + tl.arange(0, BLOCK)
+    rows = tl.arange(0, BLOCK)
+    n_off = pid * BLOCK + rows
     mask = n_off < N
-    ri = tl.load(res_ptr + lvl)
-    dense = tl.load(dense_ptr + lvl) != 0
-    r = ri.to(tl.float32)
-    side = (ri + 1).to(tl.uint32)
-    px, py, pz = _scaled(x_ptr, n_off, mask, r)
-    x0 = tl.minimum(tl.floor(px), r - 1.0)
-    y0 = tl.minimum(tl.floor(py), r - 1.0)
-    z0 = tl.minimum(tl.floor(pz), r - 1.0)
-    fx, fy, fz = px - x0, py - y0, pz - z0
-    # uint32 arithmetic wraps like tiny-cuda-nn's (64-bit integer multiplies are emulated on
-    # GPUs); only the low bits survive `& (T - 1)`, and a dense index of a level that fits
-    # the table never overflows.
-    ix, iy, iz = x0.to(tl.uint32), y0.to(tl.uint32), z0.to(tl.uint32)
-    f_off = tl.arange(0, F)
-    g = tl.load(grad_out_ptr + n_off[:, None].to(tl.int64) * (L * F) + lvl * F + f_off[None, :],
-                mask=mask[:, None], other=0.0)
-    base = lvl.to(tl.int64) * T
-    for corner in tl.static_range(8):
-        bx = corner & 1
-        by = (corner >> 1) & 1
-        bz = (corner >> 2) & 1
-        cx, cy, cz = ix + bx, iy + by, iz + bz
-        w = (fx if bx else 1.0 - fx) * (fy if by else 1.0 - fy) * (fz if bz else 1.0 - fz)
-        hashed = (cx ^ (cy * 2654435761) ^ (cz * 805459861)) & (T - 1)
-        idx = tl.where(dense, cx + cy * side + cz * side * side, hashed).to(tl.int64) + base
-        # relaxed: nothing reads the gradient until the kernel ends, and the default acq_rel
-        # ordering costs a fence per atomic.
-        tl.atomic_add(grad_table_ptr + idx[:, None] * F + f_off[None, :], w[:, None] * g,
-                      mask=mask[:, None], sem="relaxed")
+    px, py, pz = _points(x_ptr, n_off, mask, STREAM_EV)
+    go_blk = grad_out_ptr + (pid * BLOCK).to(tl.int64) * (L * F)
+    for j in tl.static_range(LPP):
+        lvl = tl.program_id(1) * LPP + j
+        ix, iy, iz, fx, fy, fz, side, dense = _cell(px, py, pz, res_ptr, dense_ptr, lvl)
+        base = lvl.to(tl.int64) * (T * F)
+        if REPS > 1:
+            copy = ((pid % REPS) * NREP + lvl).to(tl.int64) * (S * F) + L * T * F
+            base = tl.where(lvl < NREP, copy, base)
+        gtab = grad_ptr + base
+        # Masked-out lanes read x = 0 and a zero gradient: their indices are valid and they add
+        # zeros, so the atomics need no mask (the inline-asm one has none).
+        if PACK:
+            g0, g1 = _unpack(tl.load(go_blk.to(tl.pointer_type(tl.uint64)) + rows * L + lvl, mask=mask, other=0,
+                                     eviction_policy=STREAM_EV))
+            for corner in tl.static_range(8):
+                idx, w = _corner(ix, iy, iz, fx, fy, fz, side, dense, corner, T)
+                p = gtab + idx * 2
+                if V2:
+                    _red_add_v2(p, w * g0, w * g1)
+                else:
+                    # relaxed: nothing reads the gradient until the kernel ends, and the
+                    # default acq_rel ordering costs a fence per atomic.
+                    tl.atomic_add(p, w * g0, mask=mask, sem="relaxed")
+                    tl.atomic_add(p + 1, w * g1, mask=mask, sem="relaxed")
+        else:
+            f_off = tl.arange(0, F)
+            g = tl.load(go_blk + rows[:, None] * (L * F) + lvl * F + f_off[None, :], mask=mask[:, None],
+                        other=0.0, eviction_policy=STREAM_EV)
+            for corner in tl.static_range(8):
+                idx, w = _corner(ix, iy, iz, fx, fy, fz, side, dense, corner, T)
+                tl.atomic_add(gtab + idx[:, None] * F + f_off[None, :], w[:, None] * g, mask=mask[:, None],
+                              sem="relaxed")

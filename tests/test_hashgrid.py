@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from splatlab.rasterizer.hashgrid import (dense_levels, hash_encode, hash_encode_torch, level_resolutions,
-                                          triton_available)
+from splatlab.rasterizer.hashgrid import (DEFAULT_VARIANT, VARIANT_ENV, VARIANTS, dense_levels, hash_encode,
+                                          hash_encode_torch, level_resolutions, resolve_variant, triton_available)
 
 PRIMES = (1, 2654435761, 805459861)  # Instant-NGP's, written out again: the test is independent
 
@@ -88,45 +88,76 @@ def test_auto_backend_on_cpu_is_the_twin():
 
 
 _INTERPRETER_CHECK = r"""
+import sys
 import torch
 from splatlab.rasterizer.hashgrid import hash_encode_torch, hash_encode_triton, level_resolutions
 torch.manual_seed(0)
-for levels, log2_t, F, max_res in [(5, 9, 2, 300), (3, 10, 4, 70000)]:
-    res = level_resolutions(levels, 3, max_res)
-    table = torch.randn(levels, 2 ** log2_t, F, requires_grad=True)
-    x = torch.rand(300, 3)
-    x[0], x[1] = 1.0, 0.0
-    a, b = hash_encode_torch(x, table, res), hash_encode_triton(x, table, res)
-    g = torch.randn_like(a)
-    ga, = torch.autograd.grad(a, table, g)
-    gb, = torch.autograd.grad(b, table, g)
-    assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
-    assert torch.allclose(ga, gb, atol=1e-4), (ga - gb).abs().max()
+# Dense and hashed levels (the first one small enough to be replicated), F = 2 (packed path)
+# and F = 4 (tile path), a point count that is no multiple of any block.
+for variant in sys.argv[1:]:
+    for levels, log2_t, F, max_res, n in [(5, 9, 2, 300, 300), (3, 10, 4, 70000, 70)]:
+        res = level_resolutions(levels, 3, max_res)
+        table = torch.randn(levels, 2 ** log2_t, F, requires_grad=True)
+        x = torch.rand(n, 3)
+        x[0], x[1] = 1.0, 0.0
+        x[2] = torch.tensor([1.2, -0.1, 0.5])
+        a, b = hash_encode_torch(x, table, res), hash_encode_triton(x, table, res, variant)
+        g = torch.randn_like(a)
+        ga, = torch.autograd.grad(a, table, g)
+        gb, = torch.autograd.grad(b, table, g)
+        assert torch.allclose(a, b, atol=1e-5), (variant, F, (a - b).abs().max())
+        assert torch.allclose(ga, gb, atol=1e-4), (variant, F, (ga - gb).abs().max())
 print("triton-interpreter-ok")
 """
 
 
-def test_triton_kernel_matches_twin_in_interpreter():
+def _run_interpreter(variants: list[str]) -> None:
     """The triton kernels run on CPU tensors under TRITON_INTERPRET=1 (set before triton
-    builds them, hence a subprocess)."""
+    builds them, hence a subprocess). The inline-PTX vector atomics are compiled-only: here
+    those variants take their two-atomic fallback."""
     if not triton_available():
         pytest.skip("triton is not installed: `pip install triton` to check the kernel on CPU")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    r = subprocess.run([sys.executable, "-c", _INTERPRETER_CHECK], env=env, capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run([sys.executable, "-c", _INTERPRETER_CHECK, *variants], env=env, capture_output=True,
+                       text=True, timeout=300)
     assert r.returncode == 0 and "triton-interpreter-ok" in r.stdout, r.stderr[-3000:]
 
 
+def test_triton_kernel_matches_twin_in_interpreter():
+    # The default, the first kernel's layout, and a FWD/BWD pair whose backward replicates
+    # the coarse level's gradient.
+    _run_interpreter([DEFAULT_VARIANT, "baseline", "pack/v2-rep16"])
+
+
+@pytest.mark.slow
+def test_every_triton_variant_matches_twin_in_interpreter():
+    _run_interpreter([v for v in VARIANTS if v not in (DEFAULT_VARIANT, "baseline", "v2-rep16")])
+
+
+def test_variant_names_resolve(monkeypatch):
+    monkeypatch.delenv(VARIANT_ENV, raising=False)
+    assert resolve_variant() == (VARIANTS[DEFAULT_VARIANT],) * 2
+    assert resolve_variant("pack/v2-lpp4") == (VARIANTS["pack"], VARIANTS["v2-lpp4"])
+    monkeypatch.setenv(VARIANT_ENV, "baseline")
+    assert resolve_variant() == (VARIANTS["baseline"],) * 2
+    for bad in ("nope", "pack/nope", "pack/v2/v2-lpp4"):
+        with pytest.raises(ValueError, match="unknown hash-grid kernel variant"):
+            resolve_variant(bad)
+
+
+_CUDA_CASES = [(v, 16, 19, 2) for v in VARIANTS] + [(DEFAULT_VARIANT, 8, 14, 4)]
+
+
 @pytest.mark.cuda
-@pytest.mark.parametrize("levels,log2_t,features", [(16, 19, 2), (8, 14, 4)])
-def test_triton_parity_cuda(levels, log2_t, features):
+@pytest.mark.parametrize("variant,levels,log2_t,features", _CUDA_CASES)
+def test_triton_parity_cuda(variant, levels, log2_t, features):
     from splatlab.rasterizer.hashgrid import hash_encode_triton
 
     g = torch.Generator(device="cuda").manual_seed(0)
     res = level_resolutions(levels, 16, 2048)
     table = (torch.randn(levels, 2**log2_t, features, device="cuda", generator=g) * 0.1).requires_grad_(True)
     x = torch.rand(1 << 16, 3, device="cuda", generator=g)
-    a, b = hash_encode_torch(x, table, res), hash_encode_triton(x, table, res)
+    a, b = hash_encode_torch(x, table, res), hash_encode_triton(x, table, res, variant)
     # Both compute positions x * res in float32: at the finest level (res 2048) a position,
     # hence an interpolation weight, is only known to ~res * eps, so the two backends'
     # different operation order (FMA in the kernel) may differ by that much times the
