@@ -8,6 +8,10 @@ Constexpr switches (hashgrid.HashKernelConfig chooses them):
   access; without it a [BLOCK, F] tile is split over two lanes per point (scalar accesses).
 - V2 (with PACK, sm_90+): the backward adds a pair with one `red.global.add.v2.f32`
   instead of two scalar atomics (inline PTX: never used under TRITON_INTERPRET).
+- XPAIR (with PACK): the two x-neighbouring corners are read (forward, ASM) or added
+  (backward, V2) with one 16-byte access when they share an aligned pair of entries (about
+  half the time), else two.
+- ASM: the forward may use inline PTX (compiled kernels; never under TRITON_INTERPRET).
 - REPS > 1: the backward scatters the first NREP (coarse, densely indexed, hence tiny and
   hotly contended) levels into REPS copies, program i into copy i % REPS; the caller sums them.
 - TAB_EV / STREAM_EV: eviction hints for the table gathers and for the streamed points,
@@ -90,9 +94,49 @@ def _red_add_v2(ptr, a, b):
 
 @no_type_check
 @triton.jit
+def _red_add_pair(paired, pa, pb, a0, a1, b0, b1):
+    # Entries A (at pa) and B (at pb): one 16-byte reduction when they are the two halves of
+    # an aligned pair (pb = pa + 2 floats), else two 8-byte ones.
+    tl.inline_asm_elementwise(
+        "{\n\t.reg .pred p;\n\tsetp.ne.b32 p, $1, 0;\n\t@p red.global.add.v4.f32 [$2], {$4, $5, $6, $7};"
+        "\n\t@!p red.global.add.v2.f32 [$2], {$4, $5};\n\t@!p red.global.add.v2.f32 [$3], {$6, $7};"
+        "\n\tmov.b32 $0, 0;\n\t}",
+        "=r,r,l,l,f,f,f,f", [paired.to(tl.int32), pa.to(tl.int64), pb.to(tl.int64), a0, a1, b0, b1],
+        dtype=tl.int32, is_pure=False, pack=1)
+
+
+@no_type_check
+@triton.jit
+def _ld_pair(paired, pa, pb):
+    # Entries A (at pa) and B (at pb): one 16-byte load when they are the two halves of an
+    # aligned pair, else two 8-byte ones.
+    return tl.inline_asm_elementwise(
+        "{\n\t.reg .pred p;\n\tsetp.ne.b32 p, $4, 0;\n\t@p ld.global.v4.f32 {$0, $1, $2, $3}, [$5];"
+        "\n\t@!p ld.global.v2.f32 {$0, $1}, [$5];\n\t@!p ld.global.v2.f32 {$2, $3}, [$6];\n\t}",
+        "=f,=f,=f,=f,r,l,l", [paired.to(tl.int32), pa.to(tl.int64), pb.to(tl.int64)],
+        dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1)
+
+
+@no_type_check
+@triton.jit
+def _x_pair(tab, i0, i1, w0, w1):
+    """The x-neighbouring corners i0, i1 (F == 2) as entries A, B with weights wa, wb. About
+    half the time they are the two halves of a 16-byte-aligned pair (hashed: i1 = i0 ^ 1
+    when x is even, the first prime being 1; dense: i1 = i0 + 1 with i0 even): then A is the
+    lower one and B = A + 2 floats, so one 16-byte access serves both."""
+    paired = i1 == (i0 ^ 1)
+    swap = paired & ((i0 & 1) != 0)
+    pa = tab + tl.where(swap, i1, i0) * 2
+    pb = tl.where(paired, pa + 2, tab + i1 * 2)
+    return paired, pa, pb, tl.where(swap, w1, w0), tl.where(swap, w0, w1)
+
+
+@no_type_check
+@triton.jit
 def _fwd(x_ptr, table_ptr, res_ptr, dense_ptr, out_ptr, N,
          T: tl.constexpr, L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr, LPP: tl.constexpr,
-         PACK: tl.constexpr, TAB_EV: tl.constexpr, STREAM_EV: tl.constexpr):
+         PACK: tl.constexpr, XPAIR: tl.constexpr, ASM: tl.constexpr, TAB_EV: tl.constexpr,
+         STREAM_EV: tl.constexpr):
     pid = tl.program_id(0)
     rows = tl.arange(0, BLOCK)
     n_off = pid * BLOCK + rows
@@ -107,7 +151,19 @@ def _fwd(x_ptr, table_ptr, res_ptr, dense_ptr, out_ptr, N,
             tab2 = tab.to(tl.pointer_type(tl.uint64))
             a0 = tl.zeros((BLOCK,), dtype=tl.float32)
             a1 = tl.zeros((BLOCK,), dtype=tl.float32)
-            for corner in tl.static_range(8):
+            if XPAIR:
+                for yz in tl.static_range(4):
+                    i0, w0 = _corner(ix, iy, iz, fx, fy, fz, side, dense, 2 * yz, T)
+                    i1, w1 = _corner(ix, iy, iz, fx, fy, fz, side, dense, 2 * yz + 1, T)
+                    paired, pa, pb, wa, wb = _x_pair(tab, i0, i1, w0, w1)
+                    if ASM:
+                        va0, va1, vb0, vb1 = _ld_pair(paired, pa, pb)
+                    else:  # the same addresses, so the interpreter checks the pairing
+                        va0, va1 = _unpack(tl.load(pa.to(tl.pointer_type(tl.uint64)), mask=mask, other=0))
+                        vb0, vb1 = _unpack(tl.load(pb.to(tl.pointer_type(tl.uint64)), mask=mask, other=0))
+                    a0 += wa * va0 + wb * vb0
+                    a1 += wa * va1 + wb * vb1
+            for corner in tl.static_range(0 if XPAIR else 8):
                 idx, w = _corner(ix, iy, iz, fx, fy, fz, side, dense, corner, T)
                 v0, v1 = _unpack(tl.load(tab2 + idx, mask=mask, other=0, eviction_policy=TAB_EV))
                 a0 += w * v0
@@ -130,7 +186,8 @@ def _fwd(x_ptr, table_ptr, res_ptr, dense_ptr, out_ptr, N,
 @triton.jit
 def _bwd(x_ptr, grad_out_ptr, res_ptr, dense_ptr, grad_ptr, N, NREP,
          T: tl.constexpr, L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr, LPP: tl.constexpr,
-         PACK: tl.constexpr, V2: tl.constexpr, REPS: tl.constexpr, S: tl.constexpr, STREAM_EV: tl.constexpr):
+         PACK: tl.constexpr, V2: tl.constexpr, XPAIR: tl.constexpr, REPS: tl.constexpr, S: tl.constexpr,
+         STREAM_EV: tl.constexpr):
     # grad_ptr: the L x T x F table gradient, then (REPS > 1) REPS x NREP x S x F copies.
     pid = tl.program_id(0)
     rows = tl.arange(0, BLOCK)
@@ -151,7 +208,19 @@ def _bwd(x_ptr, grad_out_ptr, res_ptr, dense_ptr, grad_ptr, N, NREP,
         if PACK:
             g0, g1 = _unpack(tl.load(go_blk.to(tl.pointer_type(tl.uint64)) + rows * L + lvl, mask=mask, other=0,
                                      eviction_policy=STREAM_EV))
-            for corner in tl.static_range(8):
+            if XPAIR:
+                for yz in tl.static_range(4):
+                    i0, w0 = _corner(ix, iy, iz, fx, fy, fz, side, dense, 2 * yz, T)
+                    i1, w1 = _corner(ix, iy, iz, fx, fy, fz, side, dense, 2 * yz + 1, T)
+                    paired, pa, pb, wa, wb = _x_pair(gtab, i0, i1, w0, w1)
+                    if V2:
+                        _red_add_pair(paired, pa, pb, wa * g0, wa * g1, wb * g0, wb * g1)
+                    else:  # the same addresses, so the interpreter checks the pairing
+                        tl.atomic_add(pa, wa * g0, mask=mask, sem="relaxed")
+                        tl.atomic_add(pa + 1, wa * g1, mask=mask, sem="relaxed")
+                        tl.atomic_add(pb, wb * g0, mask=mask, sem="relaxed")
+                        tl.atomic_add(pb + 1, wb * g1, mask=mask, sem="relaxed")
+            for corner in tl.static_range(0 if XPAIR else 8):
                 idx, w = _corner(ix, iy, iz, fx, fy, fz, side, dense, corner, T)
                 p = gtab + idx * 2
                 if V2:

@@ -122,6 +122,7 @@ class HashKernelConfig:
     levels_per_program: int = 1  # LPP; the largest divisor of L not above it is used
     pack: bool = True  # F == 2: one 64-bit access per entry / output pair / gradient pair
     v2_atomics: bool = True  # with pack, on sm_90+: red.global.add.v2.f32 (else two fp32 atomics)
+    pair_x: bool = False  # with pack: x-neighbour corners sharing an aligned entry pair, one 16-byte access
     replicas: int = 0  # > 1: coarse levels' gradients go to this many copies, summed after
     replica_entries: int = 1 << 15  # levels with at most this many entries are replicated
     evict: bool = False  # table gathers evict_last, streamed points/outputs/gradients evict_first
@@ -142,7 +143,9 @@ VARIANTS: dict[str, HashKernelConfig] = {
     "v2-lpp4-b512-w8": HashKernelConfig(levels_per_program=4, block=512, num_warps=8),
     "v2-lpp4-evict": HashKernelConfig(levels_per_program=4, evict=True),
     "v2-lpp4-rep16": HashKernelConfig(levels_per_program=4, replicas=16),
-    "v2-rep16": HashKernelConfig(replicas=16),
+    "v2-xpair": HashKernelConfig(pair_x=True),
+    "v2-lpp4-xpair": HashKernelConfig(levels_per_program=4, pair_x=True),
+    "v2-lpp4-xpair-rep16": HashKernelConfig(levels_per_program=4, pair_x=True, replicas=16),
 }
 # The kernel `hash_encode` uses: a VARIANTS name, or "FWD/BWD" (one variant's forward, another's
 # backward). The environment variable SPLATLAB_HASHGRID_VARIANT overrides it (for timing runs).
@@ -198,7 +201,16 @@ def _replicated(cfg: HashKernelConfig, resolutions: list[int], T: int) -> tuple[
     n = 0
     while n < len(sizes) and sizes[n] <= min(T, cfg.replica_entries):
         n += 1
-    return (n, max(sizes[:n])) if n else (0, 0)
+    if not n:
+        return 0, 0
+    s = max(sizes[:n])
+    return n, s + (s & 1)  # even: each copy starts 16-byte aligned (the paired reduction needs it)
+
+
+def _aligned16(t: Tensor) -> Tensor:
+    # The kernels read entries and gradient pairs 8 or 16 bytes at a time; a view that starts
+    # off that alignment (never a fresh allocation) is copied.
+    return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
 class _HashEncodeTriton(torch.autograd.Function):
@@ -210,12 +222,13 @@ class _HashEncodeTriton(torch.autograd.Function):
         L, T, F = table.shape
         N = x.shape[0]
         out = torch.empty(N, L * F, dtype=torch.float32, device=x.device)
+        table = _aligned16(table)
         if N > 0:
             lpp = _levels_per_program(cfg, L)
             ev = "evict_first" if cfg.evict else ""
             fwd[(triton_cdiv(N, cfg.block), L // lpp)](
                 x, table, res, dense, out, N, T=T, L=L, F=F, BLOCK=cfg.block, LPP=lpp, PACK=cfg.pack and F == 2,
-                TAB_EV="evict_last" if cfg.evict else "", STREAM_EV=ev, num_warps=cfg.num_warps)
+                XPAIR=cfg.pack and cfg.pair_x and F == 2, ASM=x.is_cuda, TAB_EV="evict_last" if cfg.evict else "", STREAM_EV=ev, num_warps=cfg.num_warps)
         ctx.save_for_backward(x, res, dense)
         ctx.table_shape = (L, T, F)
         ctx.resolutions = resolutions
@@ -235,8 +248,9 @@ class _HashEncodeTriton(torch.autograd.Function):
         if N > 0 and ctx.needs_input_grad[1]:
             lpp = _levels_per_program(cfg, L)
             bwd[(triton_cdiv(N, cfg.block), L // lpp)](
-                x, grad_out.float().contiguous(), res, dense, flat, N, nrep, T=T, L=L, F=F, BLOCK=cfg.block,
-                LPP=lpp, PACK=cfg.pack and F == 2, V2=_vector_atomics(cfg, x), REPS=reps, S=max(S, 1),
+                x, _aligned16(grad_out.float().contiguous()), res, dense, flat, N, nrep, T=T, L=L, F=F, BLOCK=cfg.block,
+                LPP=lpp, PACK=cfg.pack and F == 2, V2=_vector_atomics(cfg, x),
+                XPAIR=cfg.pack and cfg.pair_x and F == 2, REPS=reps, S=max(S, 1),
                 STREAM_EV="evict_first" if cfg.evict else "", num_warps=cfg.num_warps)
             if nrep:
                 copies = flat[L * T * F :].view(reps, nrep, S, F)
