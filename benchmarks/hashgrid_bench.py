@@ -191,15 +191,15 @@ def main(argv: list[str]) -> int:
         return r
 
     results = []
-    header = f"{'variant':24} {'fwd ms':>8} {'bwd ms':>8} {'fwd+bwd':>8} {'out err/bound':>14} {'grad err/bound':>15}"
+    header = f"{'variant':30} {'fwd ms':>8} {'bwd ms':>8} {'fwd+bwd':>8} {'out err/bound':>14} {'grad err/bound':>15}"
     print(header)
 
     def report(r):
         if "error" in r:
-            print(f"{r['name']:24} FAILED {r['error']}")
+            print(f"{r['name']:30} FAILED {r['error']}")
             return
         ok = "" if r["out_err"] <= 1 and r["grad_err"] <= 1 else "  PARITY FAIL"
-        print(f"{r['name']:24} {r['fwd']:8.3f} {r['bwd']:8.3f} {r['both']:8.3f} {r['out_err']:14.3f} "
+        print(f"{r['name']:30} {r['fwd']:8.3f} {r['bwd']:8.3f} {r['both']:8.3f} {r['out_err']:14.3f} "
               f"{r['grad_err']:15.3f}{ok}")
 
     def run(variant):
@@ -239,7 +239,7 @@ def main(argv: list[str]) -> int:
         tf = time_ms(tfwd, max(args.repeats // 4, 3), 1, device)
         tb = time_ms(lambda: torch.autograd.grad(hg.hash_encode_torch(x, table, res), table, grad_out),
                      max(args.repeats // 4, 3), 1, device)
-        print(f"{'torch twin':24} {tf:8.3f} {'':8} {tb:8.3f}")
+        print(f"{'torch twin':30} {tf:8.3f} {'':8} {tb:8.3f}")
         torch_row = ("torch", tf, tb)
 
     if not args.no_record:
