@@ -37,6 +37,19 @@ def _points(x_ptr, n_off, mask, EV: tl.constexpr):
 
 @no_type_check
 @triton.jit
+def _block(x_ptr, rows_ptr, N, BLOCK: tl.constexpr, ROW: tl.constexpr, EV: tl.constexpr):
+    """This program's points: (pid, row in block, mask, clamped x y z, the start of its
+    block of ROW-float rows (64-bit once; in-block offsets stay int32))."""
+    pid = tl.program_id(0)
+    rows = tl.arange(0, BLOCK)
+    n_off = pid * BLOCK + rows
+    mask = n_off < N
+    px, py, pz = _points(x_ptr, n_off, mask, EV)
+    return pid, rows, mask, px, py, pz, rows_ptr + (pid * BLOCK).to(tl.int64) * ROW
+
+
+@no_type_check
+@triton.jit
 def _cell(px, py, pz, res_ptr, dense_ptr, lvl):
     """The cell of each point at level `lvl`: its lower vertex and the fractions inside."""
     ri = tl.load(res_ptr + lvl)
@@ -119,11 +132,14 @@ def _ld_pair(paired, pa, pb):
 
 @no_type_check
 @triton.jit
-def _x_pair(tab, i0, i1, w0, w1):
-    """The x-neighbouring corners i0, i1 (F == 2) as entries A, B with weights wa, wb. About
+def _x_pair(tab, ix, iy, iz, fx, fy, fz, side, dense, yz: tl.constexpr, T: tl.constexpr):
+    """Corners 2 yz and 2 yz + 1, x-neighbours i0, i1 (F == 2), as entries A, B (pointers into
+    `tab`) with weights wa, wb; `paired` when they share an aligned 16-byte pair. About
     half the time they are the two halves of a 16-byte-aligned pair (hashed: i1 = i0 ^ 1
     when x is even, the first prime being 1; dense: i1 = i0 + 1 with i0 even): then A is the
     lower one and B = A + 2 floats, so one 16-byte access serves both."""
+    i0, w0 = _corner(ix, iy, iz, fx, fy, fz, side, dense, 2 * yz, T)
+    i1, w1 = _corner(ix, iy, iz, fx, fy, fz, side, dense, 2 * yz + 1, T)
     paired = i1 == (i0 ^ 1)
     swap = paired & ((i0 & 1) != 0)
     pa = tab + tl.where(swap, i1, i0) * 2
@@ -137,12 +153,7 @@ def _fwd(x_ptr, table_ptr, res_ptr, dense_ptr, out_ptr, N,
          T: tl.constexpr, L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr, LPP: tl.constexpr,
          PACK: tl.constexpr, XPAIR: tl.constexpr, ASM: tl.constexpr, TAB_EV: tl.constexpr,
          STREAM_EV: tl.constexpr):
-    pid = tl.program_id(0)
-    rows = tl.arange(0, BLOCK)
-    n_off = pid * BLOCK + rows
-    mask = n_off < N
-    px, py, pz = _points(x_ptr, n_off, mask, STREAM_EV)
-    out_blk = out_ptr + (pid * BLOCK).to(tl.int64) * (L * F)  # 64-bit once; int32 offsets below
+    pid, rows, mask, px, py, pz, out_blk = _block(x_ptr, out_ptr, N, BLOCK, L * F, STREAM_EV)
     for j in tl.static_range(LPP):
         lvl = tl.program_id(1) * LPP + j
         ix, iy, iz, fx, fy, fz, side, dense = _cell(px, py, pz, res_ptr, dense_ptr, lvl)
@@ -153,9 +164,7 @@ def _fwd(x_ptr, table_ptr, res_ptr, dense_ptr, out_ptr, N,
             a1 = tl.zeros((BLOCK,), dtype=tl.float32)
             if XPAIR:
                 for yz in tl.static_range(4):
-                    i0, w0 = _corner(ix, iy, iz, fx, fy, fz, side, dense, 2 * yz, T)
-                    i1, w1 = _corner(ix, iy, iz, fx, fy, fz, side, dense, 2 * yz + 1, T)
-                    paired, pa, pb, wa, wb = _x_pair(tab, i0, i1, w0, w1)
+                    paired, pa, pb, wa, wb = _x_pair(tab, ix, iy, iz, fx, fy, fz, side, dense, yz, T)
                     if ASM:
                         va0, va1, vb0, vb1 = _ld_pair(paired, pa, pb)
                     else:  # the same addresses, so the interpreter checks the pairing
@@ -189,12 +198,7 @@ def _bwd(x_ptr, grad_out_ptr, res_ptr, dense_ptr, grad_ptr, N, NREP,
          PACK: tl.constexpr, V2: tl.constexpr, XPAIR: tl.constexpr, REPS: tl.constexpr, S: tl.constexpr,
          STREAM_EV: tl.constexpr):
     # grad_ptr: the L x T x F table gradient, then (REPS > 1) REPS x NREP x S x F copies.
-    pid = tl.program_id(0)
-    rows = tl.arange(0, BLOCK)
-    n_off = pid * BLOCK + rows
-    mask = n_off < N
-    px, py, pz = _points(x_ptr, n_off, mask, STREAM_EV)
-    go_blk = grad_out_ptr + (pid * BLOCK).to(tl.int64) * (L * F)
+    pid, rows, mask, px, py, pz, go_blk = _block(x_ptr, grad_out_ptr, N, BLOCK, L * F, STREAM_EV)
     for j in tl.static_range(LPP):
         lvl = tl.program_id(1) * LPP + j
         ix, iy, iz, fx, fy, fz, side, dense = _cell(px, py, pz, res_ptr, dense_ptr, lvl)
@@ -210,9 +214,7 @@ def _bwd(x_ptr, grad_out_ptr, res_ptr, dense_ptr, grad_ptr, N, NREP,
                                      eviction_policy=STREAM_EV))
             if XPAIR:
                 for yz in tl.static_range(4):
-                    i0, w0 = _corner(ix, iy, iz, fx, fy, fz, side, dense, 2 * yz, T)
-                    i1, w1 = _corner(ix, iy, iz, fx, fy, fz, side, dense, 2 * yz + 1, T)
-                    paired, pa, pb, wa, wb = _x_pair(gtab, i0, i1, w0, w1)
+                    paired, pa, pb, wa, wb = _x_pair(gtab, ix, iy, iz, fx, fy, fz, side, dense, yz, T)
                     if V2:
                         _red_add_pair(paired, pa, pb, wa * g0, wa * g1, wb * g0, wb * g1)
                     else:  # the same addresses, so the interpreter checks the pairing

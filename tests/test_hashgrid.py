@@ -140,6 +140,31 @@ def test_every_triton_variant_matches_twin_in_interpreter():
     _run_interpreter("f2", [v for v in VARIANTS if v not in _FAST_VARIANTS] + ["pack/v2-lpp4-rep16"])
 
 
+@pytest.mark.slow
+def test_vector_variants_compile_for_hopper_without_a_gpu():
+    """The inline PTX never runs in the interpreter: compile it for sm_90 here (triton ships
+    ptxas), and check the instructions the variants are about."""
+    if not triton_available():
+        pytest.skip("triton is not installed: `pip install triton` to compile the kernels for sm_90 on CPU")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from splatlab.rasterizer import _hashgrid_triton as k
+
+    def ptx(fn, sig, consts):
+        src = ASTSource(fn=fn, signature={**sig, **{c: "constexpr" for c in consts}}, constexprs=consts)
+        return triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+
+    common = dict(T=2**19, L=16, F=2, BLOCK=128, LPP=4, PACK=True, XPAIR=True, STREAM_EV="")
+    fwd = ptx(k._fwd, {"x_ptr": "*fp32", "table_ptr": "*fp32", "res_ptr": "*i32", "dense_ptr": "*i32",
+                       "out_ptr": "*fp32", "N": "i32"}, {**common, "ASM": True, "TAB_EV": ""})
+    bwd = ptx(k._bwd, {"x_ptr": "*fp32", "grad_out_ptr": "*fp32", "res_ptr": "*i32", "dense_ptr": "*i32",
+                       "grad_ptr": "*fp32", "N": "i32", "NREP": "i32"}, {**common, "V2": True, "REPS": 16, "S": 29792})
+    assert "ld.global.v4.f32" in fwd and "st.global.b64" in fwd
+    assert "red.global.add.v4.f32" in bwd and "red.global.add.v2.f32" in bwd and "atom." not in bwd
+
+
 def test_variant_names_resolve(monkeypatch):
     monkeypatch.delenv(VARIANT_ENV, raising=False)
     assert resolve_variant() == (VARIANTS[DEFAULT_VARIANT],) * 2
