@@ -13,11 +13,19 @@ and `triton` (forward and backward kernels; backward scatters into the table gra
 atomic adds). `backend="auto"` picks triton for CUDA tensors when it is installed.
 The triton path gives no gradient for the points (a NeRF never moves its sample points);
 the torch path does, through the interpolation weights.
+
+The triton kernels come in variants (`VARIANTS`, launch configurations of the same two
+kernels: points per program, levels per program, 64-bit entry access, vector atomics,
+replicated coarse-level gradients, eviction hints). `DEFAULT_VARIANT` is the one used;
+`SPLATLAB_HASHGRID_VARIANT=NAME` (or `FWD/BWD`) overrides it, and
+benchmarks/hashgrid_bench.py times and checks them all in one run.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 import torch
@@ -105,6 +113,56 @@ def hash_encode_torch(
 
 
 # ---- triton ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HashKernelConfig:
+    """One launch configuration of the triton kernels (see _hashgrid_triton.py)."""
+
+    block: int = 128  # points per program
+    num_warps: int = 4
+    levels_per_program: int = 1  # LPP; the largest divisor of L not above it is used
+    pack: bool = True  # F == 2: one 64-bit access per entry / output pair / gradient pair
+    v2_atomics: bool = True  # with pack, on sm_90+: red.global.add.v2.f32 (else two fp32 atomics)
+    pair_x: bool = False  # with pack: x-neighbour corners sharing an aligned entry pair, one 16-byte access
+    replicas: int = 0  # > 1: coarse levels' gradients go to this many copies, summed after
+    replica_entries: int = 1 << 15  # levels with at most this many entries are replicated
+    evict: bool = False  # table gathers evict_last, streamed points/outputs/gradients evict_first
+
+
+# Every variant the benchmark times (benchmarks/hashgrid_bench.py). "baseline" is the first
+# kernel (a [BLOCK, F] tile over two lanes a point, scalar atomics, one level a program).
+VARIANTS: dict[str, HashKernelConfig] = {
+    "baseline": HashKernelConfig(pack=False, v2_atomics=False),
+    "pack": HashKernelConfig(v2_atomics=False),
+    "pack-lpp4": HashKernelConfig(v2_atomics=False, levels_per_program=4),
+    "v2": HashKernelConfig(),
+    "v2-lpp2": HashKernelConfig(levels_per_program=2),
+    "v2-lpp4": HashKernelConfig(levels_per_program=4),
+    "v2-lpp16": HashKernelConfig(levels_per_program=16),
+    "v2-lpp4-b256": HashKernelConfig(levels_per_program=4, block=256),
+    "v2-lpp4-b256-w8": HashKernelConfig(levels_per_program=4, block=256, num_warps=8),
+    "v2-lpp4-b512-w8": HashKernelConfig(levels_per_program=4, block=512, num_warps=8),
+    "v2-lpp4-evict": HashKernelConfig(levels_per_program=4, evict=True),
+    "v2-lpp4-rep16": HashKernelConfig(levels_per_program=4, replicas=16),
+    "v2-xpair": HashKernelConfig(pair_x=True),
+    "v2-lpp4-xpair": HashKernelConfig(levels_per_program=4, pair_x=True),
+    "v2-lpp4-xpair-rep16": HashKernelConfig(levels_per_program=4, pair_x=True, replicas=16),
+}
+# The kernel `hash_encode` uses: a VARIANTS name, or "FWD/BWD" (one variant's forward, another's
+# backward). The environment variable SPLATLAB_HASHGRID_VARIANT overrides it (for timing runs).
+DEFAULT_VARIANT = "v2-lpp4"
+VARIANT_ENV = "SPLATLAB_HASHGRID_VARIANT"
+
+
+def resolve_variant(variant: Optional[str] = None) -> tuple[HashKernelConfig, HashKernelConfig]:
+    """(forward config, backward config) of a variant name, "FWD/BWD", or the default."""
+    name = variant or os.environ.get(VARIANT_ENV) or DEFAULT_VARIANT
+    parts = name.split("/")
+    if len(parts) > 2 or any(p not in VARIANTS for p in parts):
+        raise ValueError(f"unknown hash-grid kernel variant {name!r}: use one of {', '.join(VARIANTS)} "
+                         "or FWD/BWD")
+    return VARIANTS[parts[0]], VARIANTS[parts[-1]]
+
+
 _KERNELS = None
 
 
@@ -126,33 +184,78 @@ def _build_kernels():
     return _KERNELS
 
 
-_BLOCK = 128
+def _levels_per_program(cfg: HashKernelConfig, L: int) -> int:
+    return max(d for d in range(1, min(cfg.levels_per_program, L) + 1) if L % d == 0)
+
+
+def _vector_atomics(cfg: HashKernelConfig, x: Tensor) -> bool:
+    # Inline PTX: compiled kernels only (the interpreter runs CPU tensors), Hopper or newer.
+    return cfg.pack and cfg.v2_atomics and x.is_cuda and torch.cuda.get_device_capability(x.device) >= (9, 0)
+
+
+def _replicated(cfg: HashKernelConfig, resolutions: list[int], T: int) -> tuple[int, int]:
+    """(how many coarse levels get gradient copies, entries a copy holds); (0, 0) for none."""
+    if cfg.replicas <= 1:
+        return 0, 0
+    sizes = [(r + 1) ** 3 for r in resolutions]
+    n = 0
+    while n < len(sizes) and sizes[n] <= min(T, cfg.replica_entries):
+        n += 1
+    if not n:
+        return 0, 0
+    s = max(sizes[:n])
+    return n, s + (s & 1)  # even: each copy starts 16-byte aligned (the paired reduction needs it)
+
+
+def _aligned16(t: Tensor) -> Tensor:
+    # The kernels read entries and gradient pairs 8 or 16 bytes at a time; a view that starts
+    # off that alignment (never a fresh allocation) is copied.
+    return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
 class _HashEncodeTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, table: Tensor, res: Tensor, dense: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, table: Tensor, res: Tensor, dense: Tensor, resolutions: tuple,
+                variant: Optional[str]) -> Tensor:
         fwd, _ = _build_kernels()
+        cfg, ctx.bwd_cfg = resolve_variant(variant)
         L, T, F = table.shape
         N = x.shape[0]
         out = torch.empty(N, L * F, dtype=torch.float32, device=x.device)
+        table = _aligned16(table)
         if N > 0:
-            fwd[(triton_cdiv(N, _BLOCK), L)](x, table, res, dense, out, N, T=T, L=L, F=F, BLOCK=_BLOCK)
+            lpp = _levels_per_program(cfg, L)
+            ev = "evict_first" if cfg.evict else ""
+            fwd[(triton_cdiv(N, cfg.block), L // lpp)](
+                x, table, res, dense, out, N, T=T, L=L, F=F, BLOCK=cfg.block, LPP=lpp, PACK=cfg.pack and F == 2,
+                XPAIR=cfg.pack and cfg.pair_x and F == 2, ASM=x.is_cuda, TAB_EV="evict_last" if cfg.evict else "", STREAM_EV=ev, num_warps=cfg.num_warps)
         ctx.save_for_backward(x, res, dense)
         ctx.table_shape = (L, T, F)
+        ctx.resolutions = resolutions
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         _, bwd = _build_kernels()
         x, res, dense = ctx.saved_tensors
+        cfg = ctx.bwd_cfg
         L, T, F = ctx.table_shape
         N = x.shape[0]
-        grad_table = torch.zeros(L, T, F, dtype=torch.float32, device=x.device)
+        nrep, S = _replicated(cfg, list(ctx.resolutions), T)
+        reps = cfg.replicas if nrep else 1
+        flat = torch.zeros(L * T * F + (reps * nrep * S * F if nrep else 0), dtype=torch.float32, device=x.device)
+        grad_table = flat[: L * T * F].view(L, T, F)
         if N > 0 and ctx.needs_input_grad[1]:
-            bwd[(triton_cdiv(N, _BLOCK), L)](x, grad_out.float().contiguous(), res, dense, grad_table, N,
-                                              T=T, L=L, F=F, BLOCK=_BLOCK)
-        return None, grad_table, None, None
+            lpp = _levels_per_program(cfg, L)
+            bwd[(triton_cdiv(N, cfg.block), L // lpp)](
+                x, _aligned16(grad_out.float().contiguous()), res, dense, flat, N, nrep, T=T, L=L, F=F, BLOCK=cfg.block,
+                LPP=lpp, PACK=cfg.pack and F == 2, V2=_vector_atomics(cfg, x),
+                XPAIR=cfg.pack and cfg.pair_x and F == 2, REPS=reps, S=max(S, 1),
+                STREAM_EV="evict_first" if cfg.evict else "", num_warps=cfg.num_warps)
+            if nrep:
+                copies = flat[L * T * F :].view(reps, nrep, S, F)
+                grad_table[:nrep, :S] += copies.sum(0)
+        return None, grad_table, None, None, None, None
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -160,15 +263,20 @@ def triton_cdiv(a: int, b: int) -> int:
 
 
 def hash_encode_triton(
-    x: Float[Tensor, "N 3"], table: Float[Tensor, "L T F"], resolutions: list[int]
+    x: Float[Tensor, "N 3"], table: Float[Tensor, "L T F"], resolutions: list[int], variant: Optional[str] = None
 ) -> Float[Tensor, "N LF"]:
-    """Triton hash encoding (float32; differentiable in `table` only)."""
+    """Triton hash encoding (float32; differentiable in `table` only). `variant`: a VARIANTS
+    name or "FWD/BWD"; None = $SPLATLAB_HASHGRID_VARIANT, else DEFAULT_VARIANT."""
     L, T, F = table.shape
     if T & (T - 1) or F & (F - 1):
         raise ValueError(f"triton hash encoding needs power-of-two table size and features, got {T}, {F}")
+    if T * F >= 2**31:
+        raise ValueError(f"triton hash encoding indexes a level with int32: table size x features must be < 2^31, "
+                         f"got {T} x {F}")
     res = _level_tensor(resolutions, torch.int32, x.device)
     dense = _level_tensor([int(d) for d in dense_levels(resolutions, T)], torch.int32, x.device)
-    return _HashEncodeTriton.apply(x.float().contiguous(), table.float().contiguous(), res, dense)
+    return _HashEncodeTriton.apply(x.float().contiguous(), table.float().contiguous(), res, dense,
+                                   tuple(resolutions), variant)
 
 
 def hash_encode(
@@ -193,5 +301,5 @@ def init_table(levels: int, log2_table_size: int, features: int,
     return (t * 2 - 1) * 1e-4
 
 
-__all__ = ["HashBackend", "PRIMES", "dense_levels", "hash_encode", "hash_encode_torch",
-           "hash_encode_triton", "init_table", "level_resolutions", "triton_available"]
+__all__ = ["DEFAULT_VARIANT", "HashBackend", "HashKernelConfig", "PRIMES", "VARIANTS", "dense_levels", "hash_encode", "hash_encode_torch",
+           "hash_encode_triton", "init_table", "level_resolutions", "resolve_variant", "triton_available"]

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from splatlab.rasterizer.hashgrid import (dense_levels, hash_encode, hash_encode_torch, level_resolutions,
-                                          triton_available)
+from splatlab.rasterizer.hashgrid import (DEFAULT_VARIANT, VARIANT_ENV, VARIANTS, dense_levels, hash_encode,
+                                          hash_encode_torch, level_resolutions, resolve_variant, triton_available)
 
 PRIMES = (1, 2654435761, 805459861)  # Instant-NGP's, written out again: the test is independent
 
@@ -88,45 +88,107 @@ def test_auto_backend_on_cpu_is_the_twin():
 
 
 _INTERPRETER_CHECK = r"""
+import sys
 import torch
 from splatlab.rasterizer.hashgrid import hash_encode_torch, hash_encode_triton, level_resolutions
 torch.manual_seed(0)
-for levels, log2_t, F, max_res in [(5, 9, 2, 300), (3, 10, 4, 70000)]:
-    res = level_resolutions(levels, 3, max_res)
-    table = torch.randn(levels, 2 ** log2_t, F, requires_grad=True)
-    x = torch.rand(300, 3)
-    x[0], x[1] = 1.0, 0.0
-    a, b = hash_encode_torch(x, table, res), hash_encode_triton(x, table, res)
-    g = torch.randn_like(a)
-    ga, = torch.autograd.grad(a, table, g)
-    gb, = torch.autograd.grad(b, table, g)
-    assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
-    assert torch.allclose(ga, gb, atol=1e-4), (ga - gb).abs().max()
+# Dense and hashed levels (the first one small enough to be replicated), F = 2 (packed path)
+# and, unless "f2" comes first, F = 4 (the [BLOCK, F] tile path, the same in every variant),
+# a point count that is no multiple of any block.
+cases = [(5, 9, 2, 300, 300), (3, 10, 4, 70000, 70)]
+if sys.argv[1] == "f2":
+    cases = cases[:1]
+for variant in sys.argv[2:]:
+    for levels, log2_t, F, max_res, n in cases:
+        res = level_resolutions(levels, 3, max_res)
+        table = torch.randn(levels, 2 ** log2_t, F, requires_grad=True)
+        x = torch.rand(n, 3)
+        x[0], x[1] = 1.0, 0.0
+        x[2] = torch.tensor([1.2, -0.1, 0.5])
+        a, b = hash_encode_torch(x, table, res), hash_encode_triton(x, table, res, variant)
+        g = torch.randn_like(a)
+        ga, = torch.autograd.grad(a, table, g)
+        gb, = torch.autograd.grad(b, table, g)
+        assert torch.allclose(a, b, atol=1e-5), (variant, F, (a - b).abs().max())
+        assert torch.allclose(ga, gb, atol=1e-4), (variant, F, (ga - gb).abs().max())
 print("triton-interpreter-ok")
 """
 
 
-def test_triton_kernel_matches_twin_in_interpreter():
+def _run_interpreter(cases: str, variants: list[str]) -> None:
     """The triton kernels run on CPU tensors under TRITON_INTERPRET=1 (set before triton
-    builds them, hence a subprocess)."""
+    builds them, hence a subprocess). The inline-PTX vector atomics are compiled-only: here
+    those variants take their two-atomic fallback."""
     if not triton_available():
         pytest.skip("triton is not installed: `pip install triton` to check the kernel on CPU")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    r = subprocess.run([sys.executable, "-c", _INTERPRETER_CHECK], env=env, capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run([sys.executable, "-c", _INTERPRETER_CHECK, cases, *variants], env=env, capture_output=True,
+                       text=True, timeout=300)
     assert r.returncode == 0 and "triton-interpreter-ok" in r.stdout, r.stderr[-3000:]
 
 
+# The default, and paired 16-byte accesses with the coarse level's gradient replicated.
+_FAST_VARIANTS = [DEFAULT_VARIANT, "v2-lpp4-xpair-rep16"]
+
+
+def test_triton_kernel_matches_twin_in_interpreter():
+    _run_interpreter("all", _FAST_VARIANTS)
+
+
+@pytest.mark.slow
+def test_every_triton_variant_matches_twin_in_interpreter():
+    _run_interpreter("f2", [v for v in VARIANTS if v not in _FAST_VARIANTS] + ["pack/v2-lpp4-rep16"])
+
+
+@pytest.mark.slow
+def test_vector_variants_compile_for_hopper_without_a_gpu():
+    """The inline PTX never runs in the interpreter: compile it for sm_90 here (triton ships
+    ptxas), and check the instructions the variants are about."""
+    if not triton_available():
+        pytest.skip("triton is not installed: `pip install triton` to compile the kernels for sm_90 on CPU")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from splatlab.rasterizer import _hashgrid_triton as k
+
+    def ptx(fn, sig, consts):
+        src = ASTSource(fn=fn, signature={**sig, **{c: "constexpr" for c in consts}}, constexprs=consts)
+        return triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+
+    common = dict(T=2**19, L=16, F=2, BLOCK=128, LPP=4, PACK=True, XPAIR=True, STREAM_EV="")
+    fwd = ptx(k._fwd, {"x_ptr": "*fp32", "table_ptr": "*fp32", "res_ptr": "*i32", "dense_ptr": "*i32",
+                       "out_ptr": "*fp32", "N": "i32"}, {**common, "ASM": True, "TAB_EV": ""})
+    bwd = ptx(k._bwd, {"x_ptr": "*fp32", "grad_out_ptr": "*fp32", "res_ptr": "*i32", "dense_ptr": "*i32",
+                       "grad_ptr": "*fp32", "N": "i32", "NREP": "i32"}, {**common, "V2": True, "REPS": 16, "S": 29792})
+    assert "ld.global.v4.f32" in fwd and "st.global.b64" in fwd
+    assert "red.global.add.v4.f32" in bwd and "red.global.add.v2.f32" in bwd and "atom." not in bwd
+
+
+def test_variant_names_resolve(monkeypatch):
+    monkeypatch.delenv(VARIANT_ENV, raising=False)
+    assert resolve_variant() == (VARIANTS[DEFAULT_VARIANT],) * 2
+    assert resolve_variant("pack/v2-lpp4") == (VARIANTS["pack"], VARIANTS["v2-lpp4"])
+    monkeypatch.setenv(VARIANT_ENV, "baseline")
+    assert resolve_variant() == (VARIANTS["baseline"],) * 2
+    for bad in ("nope", "pack/nope", "pack/v2/v2-lpp4"):
+        with pytest.raises(ValueError, match="unknown hash-grid kernel variant"):
+            resolve_variant(bad)
+
+
+_CUDA_CASES = [(v, 16, 19, 2) for v in VARIANTS] + [(DEFAULT_VARIANT, 8, 14, 4)]
+
+
 @pytest.mark.cuda
-@pytest.mark.parametrize("levels,log2_t,features", [(16, 19, 2), (8, 14, 4)])
-def test_triton_parity_cuda(levels, log2_t, features):
+@pytest.mark.parametrize("variant,levels,log2_t,features", _CUDA_CASES)
+def test_triton_parity_cuda(variant, levels, log2_t, features):
     from splatlab.rasterizer.hashgrid import hash_encode_triton
 
     g = torch.Generator(device="cuda").manual_seed(0)
     res = level_resolutions(levels, 16, 2048)
     table = (torch.randn(levels, 2**log2_t, features, device="cuda", generator=g) * 0.1).requires_grad_(True)
     x = torch.rand(1 << 16, 3, device="cuda", generator=g)
-    a, b = hash_encode_torch(x, table, res), hash_encode_triton(x, table, res)
+    a, b = hash_encode_torch(x, table, res), hash_encode_triton(x, table, res, variant)
     # Both compute positions x * res in float32: at the finest level (res 2048) a position,
     # hence an interpolation weight, is only known to ~res * eps, so the two backends'
     # different operation order (FMA in the kernel) may differ by that much times the
