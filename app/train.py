@@ -377,6 +377,7 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
 
     import torch
 
+    from splatlab.rasterizer.optim import step_all
     from splatlab.renderers import UnknownMethod, get_renderer
 
     from . import events as ev
@@ -384,8 +385,6 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
     from .data import load_data, make_sampler, resolve_device
     from .eval import evaluate
     from .live import start_viewer
-    from splatlab.rasterizer.optim import step_all
-
     from .losses import batch_loss, warm_up
 
     bus = bus or ev.EventBus()
