@@ -142,7 +142,7 @@ class ImageSampler:
         if epoch != self._epoch:
             self._order, self._epoch = self.order(epoch), epoch
         i = self._order[pos]
-        gt = self.images[i].unsqueeze(0).float() / 255.0  # 1 H W 3|4
+        gt = self.images[i].unsqueeze(0).div(255.0)  # 1 H W 3|4 float: one kernel from uint8
         bg = self.background
         if self.random_bg:
             bg = torch.rand(1, 3, device=self.device)

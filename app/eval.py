@@ -38,19 +38,26 @@ def evaluate(renderer: "Renderer", scene: "Scene", *, device, renders_dir: Optio
     views = []
     if renders_dir is not None:
         renders_dir.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        for j, i in enumerate(idx):
-            img = renderer.render(cams[j], background=bg).rgb.clamp(0, 1)
-            gt = torch.from_numpy(scene.images[i]).to(device).unsqueeze(0).float() / 255.0
-            view = {"name": scene.images.names[i], "psnr": float(psnr(img, gt)[0]),
-                    "cc_psnr": float(cc_psnr(img, gt)[0]),
-                    "ssim": float(ssim(img, gt)[0]), "lpips": None if lp is None else float(lp(img, gt)[0])}
-            views.append(view)
-            if renders_dir is not None:
-                import imageio.v3 as iio
+    # No cuDNN benchmarking for the SSIM convolutions here: it tries every algorithm, each
+    # with its own workspace, once per image size: a transient that can set the run's peak
+    # memory, for a few convolutions per evaluation.
+    bench, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
+    try:
+        with torch.no_grad():
+            for j, i in enumerate(idx):
+                img = renderer.render(cams[j], background=bg).rgb.clamp(0, 1)
+                gt = torch.from_numpy(scene.images[i]).to(device).unsqueeze(0).float() / 255.0
+                view = {"name": scene.images.names[i], "psnr": float(psnr(img, gt)[0]),
+                        "cc_psnr": float(cc_psnr(img, gt)[0]),
+                        "ssim": float(ssim(img, gt)[0]), "lpips": None if lp is None else float(lp(img, gt)[0])}
+                views.append(view)
+                if renders_dir is not None:
+                    import imageio.v3 as iio
 
-                arr = (img[0] * 255 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
-                iio.imwrite(renders_dir / (Path(view["name"]).stem + ".png"), np.ascontiguousarray(arr))
+                    arr = (img[0] * 255 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
+                    iio.imwrite(renders_dir / (Path(view["name"]).stem + ".png"), np.ascontiguousarray(arr))
+    finally:
+        torch.backends.cudnn.benchmark = bench
     return {
         "psnr": mean_or_none([v["psnr"] for v in views]),
         # after each render's best affine colour fit to its ground truth (metrics.cc_psnr)

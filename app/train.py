@@ -96,23 +96,20 @@ def num_parameters(optimizers: dict) -> int:
 
 
 class Window:
-    """Loss, log10 MSE and a NaN/Inf flag summed on the device since the last read."""
+    """Loss and log10 MSE summed on the device since the last read (two kernels a step). A
+    NaN/Inf loss in any step leaves the sum non-finite, which the read reports."""
 
     def __init__(self, device):
         import torch
 
         self.loss = torch.zeros((), device=device)
         self.logmse = torch.zeros((), device=device)
-        self.bad = torch.zeros((), dtype=torch.bool, device=device)
         self.n, self.t0 = 0, 0.0
 
     def add(self, loss: "torch.Tensor", mse: "torch.Tensor") -> None:
         import torch
 
-        loss = loss.detach()
-        self.loss += loss
-        self.logmse += torch.log10(mse)
-        self.bad |= ~torch.isfinite(loss)
+        torch._foreach_add_([self.loss, self.logmse], [loss.detach(), torch.log10(mse)])
         self.n += 1
 
     def read(self, optimizers: dict) -> tuple[float, float, Optional[str]]:
@@ -121,11 +118,11 @@ class Window:
 
         finite = torch.stack([torch.isfinite(p).all() for o in optimizers.values()
                               for g in o.param_groups for p in g["params"]]).all()
-        loss, logmse, bad, ok = torch.stack([self.loss, self.logmse, self.bad.float(), finite.float()]).tolist()
+        loss, logmse, ok = torch.stack([self.loss, self.logmse, finite.float()]).tolist()
         n = max(self.n, 1)
-        problem = ("the loss is NaN/Inf" if bad or not math.isfinite(loss) else
+        problem = ("the loss is NaN/Inf" if not math.isfinite(loss) else
                    "the parameters hold NaN/Inf" if ok < 1 else None)
-        self.loss.zero_(), self.logmse.zero_(), self.bad.zero_()
+        self.loss.zero_(), self.logmse.zero_()
         self.n = 0
         return loss / n, -10.0 * logmse / n, problem
 
@@ -185,6 +182,19 @@ class StopFlag:
         self._old.clear()
 
 
+def uses_conv_ssim(cfg: "TrainConfig", method, sampler) -> bool:
+    """Whether training computes SSIM with torch's convolutions (the twin) rather than the
+    fused kernel: the torch backend asked for, no triton, or masked views."""
+    from splatlab.rasterizer.ssim import triton_available
+
+    from .losses import loss_backend
+
+    if method.batch_kind != "image" or cfg.ssim_lambda <= 0:
+        return False
+    masked = any(m is not None for m in getattr(sampler, "masks", ()))
+    return masked or loss_backend() == "torch" or not triton_available()
+
+
 def peak_memory(device) -> tuple[float, str]:
     """(GB, what it measures): CUDA max allocated, or the process peak RSS on CPU."""
     import torch
@@ -213,6 +223,7 @@ class Bookkeeping:
         self.cfg, self.run_dir, self.bus, self.scene = cfg, run_dir, bus, scene
         self.stopwatch, self.window = Stopwatch(device), Window(device)
         self.prior_seconds, self.last_ckpt = prior_seconds, last_ckpt
+        self.train_peak: Optional[float] = None  # peak memory of the training steps (GB)
 
     def seconds(self) -> float:
         return self.stopwatch.now() + self.prior_seconds
@@ -308,12 +319,14 @@ def finish(renderer: "Renderer", scene, cfg: "TrainConfig", book: Bookkeeping, s
     renderer.write_outputs(run_dir, scene.normalization)
     m = evaluate(renderer, scene, device=device,
                  renders_dir=run_dir / "renders" / "test" if cfg.save_renders else None)
-    mem, mem_kind = peak_memory(device)
+    mem_all, mem_kind = peak_memory(device)
+    mem = mem_all if book.train_peak is None else book.train_peak
     metrics = {
         "psnr": m["psnr"], "cc_psnr": m["cc_psnr"], "ssim": m["ssim"], "lpips": m["lpips"],
         "num_test_views": m["num_test_views"],
         **renderer.metrics(), "method": cfg.method, "steps": step, "train_seconds": round(seconds, 3),
-        "peak_memory_gb": round(mem, 4), "peak_memory_kind": mem_kind, "device": str(device),
+        "peak_memory_gb": round(mem, 4), "peak_memory_with_eval_gb": round(mem_all, 4),
+        "peak_memory_kind": mem_kind, "device": str(device),
         "lpips_note": m["lpips_note"], "views": m["views"],
     }
     runs.atomic_write_json(run_dir / "metrics.json", metrics)
@@ -364,6 +377,7 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
 
     import torch
 
+    from splatlab.rasterizer.optim import step_all
     from splatlab.renderers import UnknownMethod, get_renderer
 
     from . import events as ev
@@ -381,9 +395,6 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
     except UnknownMethod as e:
         raise UserError(str(e)) from None
     device = resolve_device(cfg.device)
-    if device.type == "cuda":
-        # A scene's image sizes are fixed, so cuDNN can pick its fastest SSIM convolutions once.
-        torch.backends.cudnn.benchmark = True
     ckpt = None
     if resume is not None:
         path, ckpt = runs.newest_good_checkpoint(resume, device)
@@ -413,6 +424,11 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
                            random_background=cfg.random_background,
                            rays_per_batch=getattr(cfg, "rays_per_batch", None),  # a rays method's field
                            masks=getattr(cfg, "masks", None))  # a method's field where it takes masks
+    if device.type == "cuda" and uses_conv_ssim(cfg, method, sampler):
+        # A scene's image sizes are fixed, so cuDNN can pick its fastest SSIM convolutions once.
+        # Only then: benchmarking tries every algorithm with its own workspace, which
+        # raises the peak memory, and the fused loss kernel needs no convolution.
+        torch.backends.cudnn.benchmark = True
     book = Bookkeeping(cfg, run_dir, bus, device, scene, prior_seconds, runs.latest_checkpoint(run_dir))
     stop = StopFlag()
     server, hookup = start_viewer(cfg, scene, renderer, start, bus, run_dir) if cfg.viewer else (None, None)
@@ -441,9 +457,7 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
             if not loss.requires_grad:  # host metadata: nothing rendered depends on a parameter
                 book.stalled(step + 1, optimizers)
             loss.backward()
-            for opt in optimizers.values():
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+            step_all(optimizers)  # each optimizer's step() and zero_grad, fused Adams together
             note = renderer.after_step(step, out, optimizers)
             done = step + 1
             if note:
@@ -469,6 +483,9 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
                 book.stopwatch.start()
         if reason == "done":
             step = cfg.steps
+            # As the peer measures it: the training steps' peak, before the final
+            # checkpoint and evaluation (metrics.json also has the peak with them).
+            book.train_peak = peak_memory(device)[0]
             if start < cfg.steps:
                 book.checkpoint(cfg.steps, renderer, optimizers, lrs)
     except BaseException:

@@ -16,8 +16,10 @@ scene's image sizes (triton's disk cache keeps them; the peer's kernels are comp
 of time too). `--only` runs one side; `--peer-result` supplies the peer's line
 from an earlier call in the same device session (30k runs do not fit one 10-minute call).
 
-Peak memory: splatlab reports torch's max allocated in GB (1e9 bytes), the peer in GiB;
-both are shown in GB here.
+Peak memory: torch's max allocated over the training steps on both sides (the peer reads
+it at its last step, before evaluating; splatlab's metrics.json `peak_memory_gb` likewise,
+and `peak_memory_with_eval_gb` adds the final checkpoint and evaluation). splatlab reports
+GB (1e9 bytes), the peer GiB; both are shown in GB here.
 """
 
 from __future__ import annotations

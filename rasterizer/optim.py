@@ -70,12 +70,19 @@ class SelectiveAdam(torch.optim.Adam):
         return None
 
 
+def _fusable(params: list[Tensor]) -> bool:
+    """Whether torch's fused Adam kernel takes these: float tensors on CUDA or the CPU."""
+    return bool(params) and all(p.device.type in ("cuda", "cpu") and p.dtype in (
+        torch.float32, torch.float64, torch.float16, torch.bfloat16) for p in params)
+
+
 def make_adam(params: list[Tensor], lr: float, eps: float, *, name: Optional[str] = None,
               weight_decay: float = 0.0, selective: bool = False) -> torch.optim.Optimizer:
     """The optimizer of one parameter group: `SelectiveAdam` when `selective`, the
     parameters are on CUDA and there is no weight decay (gsplat's kernel has none), else
-    torch's Adam (fused on CUDA: one launch per group). Off CUDA a selective group falls
-    back to plain Adam: the dense update is cheap there and CPU results stay plain Adam's."""
+    torch's Adam, fused (one kernel per group, on CUDA and on the CPU alike, so the CPU
+    runs the same optimizer code as the GPU and keeps its step counters off the host).
+    Off CUDA a selective group falls back to plain Adam: the dense update is cheap there."""
     cuda = all(p.is_cuda for p in params)
     group = {"params": params, "lr": lr}
     if name is not None:
@@ -83,7 +90,57 @@ def make_adam(params: list[Tensor], lr: float, eps: float, *, name: Optional[str
     if selective and cuda and weight_decay == 0:
         return SelectiveAdam([group], lr=lr, eps=eps)
     return torch.optim.Adam([group], lr=lr, eps=eps, weight_decay=weight_decay,
-                            fused=True if cuda else None)
+                            fused=True if _fusable(params) else None)
+
+
+def _plain_fused_adam(opt: torch.optim.Optimizer) -> bool:
+    """A torch Adam that `step_all` may step itself: fused, no amsgrad/maximize/
+    differentiable/capturable, state already created (torch's first step creates it)."""
+    if type(opt) is not torch.optim.Adam:
+        return False
+    for g in opt.param_groups:
+        if not g.get("fused") or g.get("amsgrad") or g.get("maximize") or g.get("differentiable") \
+                or g.get("capturable") or g.get("decoupled_weight_decay") or isinstance(g["lr"], Tensor):
+            return False
+        for p in g["params"]:
+            if p.grad is not None and (p.grad.is_sparse or "step" not in opt.state.get(p, {})):
+                return False
+    return True
+
+
+def step_all(optimizers: dict[str, torch.optim.Optimizer]) -> None:
+    """Step every optimizer and drop the gradients (as `step()` then `zero_grad(set_to_none=True)`
+    on each), with the fused torch Adams stepped together: one `_foreach_add_` for all
+    their step counters and one `_fused_adam_` kernel per group, the calls torch's own
+    fused step makes, without its per-optimizer Python. Same kernels, same results."""
+    steps: list[Tensor] = []
+    calls = []
+    for opt in optimizers.values():
+        if not _plain_fused_adam(opt):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            continue
+        for g in opt.param_groups:
+            ps = [p for p in g["params"] if p.grad is not None]
+            if not ps:
+                continue
+            st = [opt.state[p] for p in ps]
+            b1, b2 = g["betas"]
+            calls.append((ps, [p.grad for p in ps], [s["exp_avg"] for s in st],
+                          [s["exp_avg_sq"] for s in st], [s["step"] for s in st],
+                          dict(lr=g["lr"], beta1=b1, beta2=b2, weight_decay=g["weight_decay"], eps=g["eps"])))
+            steps += [s["step"] for s in st]
+    if steps:
+        by_device: dict[torch.device, list[Tensor]] = {}
+        for t in steps:
+            by_device.setdefault(t.device, []).append(t)
+        for ts in by_device.values():
+            torch._foreach_add_(ts, 1)
+    for ps, grads, m, v, st, hp in calls:
+        torch._fused_adam_(ps, grads, m, v, [], st, amsgrad=False, maximize=False,
+                           grad_scale=None, found_inf=None, **hp)
+        for p in ps:
+            p.grad = None
 
 
 def hand_visibility(optimizers: dict[str, torch.optim.Optimizer], visible: Bool[Tensor, "C N"]) -> None:
@@ -97,4 +154,4 @@ def hand_visibility(optimizers: dict[str, torch.optim.Optimizer], visible: Bool[
             opt.visibility = mask
 
 
-__all__ = ["SelectiveAdam", "hand_visibility", "make_adam", "selective_adam_torch"]
+__all__ = ["SelectiveAdam", "hand_visibility", "make_adam", "selective_adam_torch", "step_all"]

@@ -150,3 +150,68 @@ def test_splat_renderer_hands_the_step_visibility_to_selective_adam(device):
     for k, p in r.model.splats.items():
         assert torch.equal(p.detach()[~vis], before[k][~vis]), k
     assert not torch.equal(r.model.splats["means"].detach()[vis], before["means"][vis])
+
+
+def _adams(seed: int):
+    """Three parameter groups as the loop makes them (different lrs, one with weight decay)
+    and a plain torch Adam made outside make_adam."""
+    gen = torch.Generator().manual_seed(seed)
+    params = {k: torch.nn.Parameter(torch.randn(*shape, generator=gen))
+              for k, shape in {"means": (7, 3), "sh0": (7, 1, 3), "shN": (7, 3, 3), "poses": (4, 6)}.items()}
+    opts = {"means": make_adam([params["means"]], 1e-2, 1e-15, name="means"),
+            "sh0": make_adam([params["sh0"]], 3e-3, 1e-15, name="sh0"),
+            "shN": make_adam([params["shN"]], 1e-4, 1e-15, name="shN"),
+            "poses": torch.optim.Adam([params["poses"]], lr=2e-3, weight_decay=1e-3)}
+    return params, opts
+
+
+def test_step_all_matches_each_optimizers_own_step():
+    """step_all steps the fused Adams itself after their first step: bit for bit what
+    step() + zero_grad(set_to_none=True) on each gives, with learning rates changed between
+    steps and a parameter that gets no gradient for a while (shN before its SH degree)."""
+    from splatlab.rasterizer.optim import step_all
+
+    assert all(o.param_groups[0]["fused"] for k, o in _adams(0)[1].items() if k != "poses")
+    pa, oa = _adams(0)
+    pb, ob = _adams(0)
+    gen = torch.Generator().manual_seed(1)
+    for it in range(5):
+        grads = {k: torch.randn(p.shape, generator=gen) for k, p in pa.items()}
+        for params, opts in ((pa, oa), (pb, ob)):
+            for k, p in params.items():
+                p.grad = None if (k == "shN" and it < 2) else grads[k].clone()
+            for o in opts.values():
+                o.param_groups[0]["lr"] *= 0.9
+        if it > 0:  # from the second step on, step_all runs the kernels itself
+            from splatlab.rasterizer.optim import _plain_fused_adam
+
+            assert _plain_fused_adam(oa["means"]) and not _plain_fused_adam(oa["poses"])
+        step_all(oa)
+        for o in ob.values():
+            o.step()
+            o.zero_grad(set_to_none=True)
+        for k in pa:
+            assert pa[k].grad is None
+            assert torch.equal(pa[k].detach(), pb[k].detach()), (it, k)
+            sa, sb = oa[k].state.get(pa[k], {}), ob[k].state.get(pb[k], {})
+            assert sa.keys() == sb.keys()
+            for name in sa:
+                assert torch.equal(sa[name], sb[name]), (it, k, name)
+    assert float(oa["shN"].state[pa["shN"]]["step"]) == 3 and float(oa["means"].state[pa["means"]]["step"]) == 5
+
+
+def test_step_all_is_what_moves_the_parameters():
+    """The oracle above could pass with two no-op steps: the parameters do move, by Adam's
+    first step (lr times the gradient's sign)."""
+    from splatlab.rasterizer.optim import step_all
+
+    params, opts = _adams(2)
+    before = {k: p.detach().clone() for k, p in params.items()}
+    for p in params.values():
+        p.grad = torch.ones_like(p)
+    step_all(opts)  # first step: torch's own (creates the state)
+    for p in params.values():
+        p.grad = torch.ones_like(p)
+    step_all(opts)  # second step: the fused path
+    lr = opts["means"].param_groups[0]["lr"]
+    np.testing.assert_allclose((before["means"] - params["means"].detach()).numpy(), 2 * lr, rtol=1e-5)

@@ -136,10 +136,12 @@ class SplatModel(torch.nn.Module):
         absgrad: bool = False,
         backend: Backend = "auto",
         filter_variance: Optional[Float[Tensor, " N"]] = None,
+        activated: Optional[tuple[Tensor, Tensor]] = None,
     ) -> RenderOutput:
-        """`filter_variance`: Mip-Splatting's per-Gaussian 3D filter (renderers/splat/antialias.py)."""
+        """`filter_variance`: Mip-Splatting's per-Gaussian 3D filter (renderers/splat/antialias.py).
+        `activated`: (self.scales, self.opacities) when the caller has them already."""
         degree = self.sh_degree if sh_degree is None else min(int(sh_degree), self.sh_degree)
-        scales, opacities = self.scales, self.opacities
+        scales, opacities = (self.scales, self.opacities) if activated is None else activated
         if filter_variance is not None:
             from .antialias import apply_3d_filter
 

@@ -77,6 +77,7 @@ class SplatRenderer(Renderer):
         self._strategy_state: Optional[dict] = None
         self._extent = 1.0
         self._checked = False
+        self._views: dict[int, tuple] = {}  # training Cameras -> what a render needs of them
 
     # ---- construction and state -------------------------------------------------------
     @classmethod
@@ -145,14 +146,42 @@ class SplatRenderer(Renderer):
         out = self._render(cameras, background, with_depth, self.render_sh_degree)
         return self._rendered(out, with_depth)
 
+    def _train_view(self, cameras) -> tuple:
+        """(cameras on the device, viewmats or None, Ks, width, height) of a training
+        sampler's Cameras, computed once per Cameras object (the sampler hands the same one
+        for a view every epoch): no per-step matrix inverse, Ks assembly or size read.
+        viewmats is None when poses are refined (they change every step)."""
+        hit = self._views.get(id(cameras))
+        if hit is not None and hit[0] is cameras:
+            return hit[1:]
+        if len(self._views) > 4096:  # not a sampler's fixed views: do not grow without bound
+            self._views.clear()
+        width, height = int(cameras.width[0]), int(cameras.height[0])
+        cams = cameras if cameras.camtoworlds.device == self.device else cameras.to(self.device)
+        viewmats = None if self.casual.poses is not None else torch.linalg.inv_ex(cams.camtoworlds).inverse
+        hit = (cameras, cams, viewmats, cams.Ks(), width, height)
+        self._views[id(cameras)] = hit
+        return hit[1:]
+
     def train_render(self, batch: Batch, step: int) -> Rendered:
         """The training views at their refined poses, their renders under their own colour
         correction (both per `batch.image_idx`, when those options are on)."""
         cfg = self._cfg
         degree = min(step // max(cfg.sh_degree_interval, 1), cfg.sh_degree)
-        cameras = self.casual.refine_cameras(batch.cameras, batch.image_idx)
-        out = self._render(cameras, batch.background, False, degree, absgrad=cfg.absgrad)
+        cams, viewmats, Ks, width, height = self._train_view(batch.cameras)
+        if viewmats is None:
+            refined = self.casual.refine_cameras(cams, batch.image_idx)
+            viewmats = torch.linalg.inv_ex(refined.camtoworlds).inverse
+        # Activated once: the render and the regularisers (extra_losses) share them.
+        activated = (self.model.scales, self.model.opacities)
+        out = self.model.render(
+            viewmats, Ks, width, height, sh_degree=degree, backgrounds=batch.background,
+            render_mode="RGB", near_plane=self.near_plane, far_plane=self.far_plane,
+            absgrad=cfg.absgrad, antialiased=self.antialias, filter_variance=self.filter_variance,
+            activated=activated,
+        )
         r = self._rendered(out, False)
+        r.extras["activated"] = activated
         r.rgb = self.casual.correct_colors(r.rgb, batch.image_idx)
         return r
 
@@ -240,10 +269,12 @@ class SplatRenderer(Renderer):
 
     def extra_losses(self, step: int, out: Rendered, batch: Batch) -> dict[str, Tensor]:
         cfg, losses = self._cfg, {}
+        act = out.extras.get("activated")
+        scales, opacities = act if act is not None else (self.model.scales, self.model.opacities)
         if cfg.opacity_reg > 0:
-            losses["opacity_reg"] = cfg.opacity_reg * self.model.opacities.mean()
+            losses["opacity_reg"] = cfg.opacity_reg * opacities.mean()
         if cfg.scale_reg > 0:
-            losses["scale_reg"] = cfg.scale_reg * self.model.scales.mean()
+            losses["scale_reg"] = cfg.scale_reg * scales.mean()
         losses.update(self.casual.losses())
         return losses
 

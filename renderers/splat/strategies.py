@@ -3,6 +3,7 @@ renderers/splat/). gsplat is imported on first attribute access, not with this m
 
     DefaultStrategy, MCMCStrategy, Strategy   gsplat.strategy's classes, unchanged
     mcmc_step_post_backward(...)              MCMCStrategy.step_post_backward on any device
+    inject_noise(...)                         its position noise in fewer kernels
 
 Why a substitution for MCMC on CPU: `MCMCStrategy.step_post_backward` reaches two CUDA-only
 kernels through names that `gsplat.strategy.ops` binds at import (`compute_relocation`,
@@ -77,17 +78,44 @@ def torch_twins() -> Iterator[None]:
             ops.quat_scale_to_covar_preci = cuda_covar_preci
 
 
+def inject_noise(params, scaler: float) -> None:
+    """3DGS-MCMC's position noise, as gsplat's `inject_noise_to_position`: every mean moves
+    by its covariance times a standard normal draw, weighted by sigmoid(100 (1 - o - 0.995))
+    (almost only the transparent Gaussians move), times `scaler`. The same draw
+    (`randn_like(means)`) and math in 9 kernels instead of ~17: the weight is written
+    sigmoid(0.5 - 100 o), and `scaler` goes into the final add."""
+    import torch
+
+    from . import relocation
+
+    with torch.no_grad():
+        means = params["means"]
+        w = torch.rsub(torch.sigmoid(params["opacities"].flatten()), 0.5, alpha=100.0).sigmoid_()
+        scales = torch.exp(params["scales"])
+        if means.is_cuda:
+            covars = _ops().quat_scale_to_covar_preci(params["quats"], scales, compute_covar=True,
+                                                      compute_preci=False, triu=False)[0]
+        else:
+            covars = relocation.quat_scale_to_covar(params["quats"], scales)
+        noise = torch.randn_like(means).mul_(w.unsqueeze(-1))
+        means.add_(torch.bmm(covars, noise.unsqueeze(-1)).squeeze(-1), alpha=scaler)
+
+
 def mcmc_step_post_backward(strategy, params, optimizers, state: dict, step: int,
                             info: dict, lr: float) -> None:
-    """`strategy.step_post_backward(...)` of an `MCMCStrategy`; on CPU its relocation and
-    noise kernels are the torch twins (see the module docstring)."""
+    """`strategy.step_post_backward(...)` of an `MCMCStrategy` on any device: on refine
+    steps gsplat's relocation and growth (on CPU with the torch twins, see the module
+    docstring), then the position noise (`inject_noise`). Unlike gsplat it does not
+    empty torch's CUDA cache after a refinement: that frees cached blocks only for the
+    next steps to cudaMalloc them again."""
     means: Tensor = params["means"]
-    if means.is_cuda:
-        strategy.step_post_backward(params, optimizers, state, step, info, lr=lr)
-        return
-    with torch_twins():
-        strategy.step_post_backward(params, optimizers, state, step, info, lr=lr)
+    if strategy.refine_start_iter < step < strategy.refine_stop_iter and step % strategy.refine_every == 0:
+        state["binoms"] = state["binoms"].to(means.device)
+        with contextlib.nullcontext() if means.is_cuda else torch_twins():
+            strategy._relocate_gs(params, optimizers, state["binoms"])
+            strategy._add_new_gs(params, optimizers, state["binoms"])
+    inject_noise(params, lr * strategy.noise_lr)
 
 
-__all__ = ["DefaultStrategy", "MCMCStrategy", "Strategy", "mcmc_step_post_backward",
+__all__ = ["DefaultStrategy", "MCMCStrategy", "Strategy", "inject_noise", "mcmc_step_post_backward",
            "torch_twins"]
