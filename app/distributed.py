@@ -192,13 +192,15 @@ class World:
         from splatlab.rasterizer.distributed import gather_rows
 
         for name in sorted(sharded):
-            params = self._params(optimizers, [name])
-            for i, p in enumerate(params):
-                entry = states[name]["state"].get(i, {})
+            # state_dict() shares the optimizer's live per-parameter dicts: build new ones.
+            sd = states[name] = {**states[name], "state": dict(states[name]["state"])}
+            for i, p in enumerate(self._params(optimizers, [name])):
+                entry = dict(sd["state"].get(i, {}))
                 for key in sorted(entry):
                     v = entry[key]
                     if hasattr(v, "shape") and v.shape == p.shape:
                         entry[key] = gather_rows(v)
+                sd["state"][i] = entry
         return states if self.is_main else None
 
     def local_optimizers(self, states: dict, optimizers: dict, sharded: set[str]) -> dict:
@@ -234,8 +236,8 @@ class World:
         dist.all_reduce(t)
         return t / self.size
 
-    def agree_to_stop(self, flag: bool, at_log_step: bool) -> bool:
-        """One process: `flag`. Several: checked at log steps, where a stop on any rank
+    def agree_to_stop(self, flag: Any, at_log_step: bool) -> bool:
+        """One process: `flag` (truthy: stop). Several: checked at log steps, where a stop on any rank
         stops every rank (the ranks must take the same steps)."""
         if self.size == 1:
             return bool(flag)

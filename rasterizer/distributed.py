@@ -62,29 +62,36 @@ def row_counts(n: int, device: torch.device) -> list[int]:
     return [int(v) for v in torch.cat(out).tolist()]
 
 
+def _exchange(inputs: Sequence[Tensor], out_shapes: Sequence[torch.Size]) -> list[Tensor]:
+    """inputs[r] to rank r, outputs from every rank, through one flat all_to_all_single
+    (gloo's list all_to_all wants equal sizes; the flat one takes uneven splits)."""
+    import math
+
+    import torch.distributed as dist
+
+    send = torch.cat([t.reshape(-1) for t in inputs])
+    out_sizes = [math.prod(s) for s in out_shapes]
+    recv = send.new_empty(sum(out_sizes))
+    dist.all_to_all_single(recv, send, output_split_sizes=out_sizes,
+                           input_split_sizes=[t.numel() for t in inputs])
+    return [t.view(s) for t, s in zip(recv.split(out_sizes), out_shapes)]
+
+
 class _AllToAll(torch.autograd.Function):
     """inputs[r] goes to rank r; output r comes from rank r (shapes given). Backward is the
     transposed exchange."""
 
     @staticmethod
     def forward(ctx, out_shapes, *inputs):
-        import torch.distributed as dist
-
         ctx.in_shapes, ctx.out_shapes = [t.shape for t in inputs], out_shapes
-        outs = [inputs[0].new_empty(s) for s in out_shapes]
-        dist.all_to_all(outs, [t.contiguous() for t in inputs])
-        return tuple(outs)
+        return tuple(_exchange(inputs, out_shapes))
 
     @staticmethod
     def backward(ctx, *grads):
-        import torch.distributed as dist
-
         like = next(g for g in grads if g is not None)
         # Every rank takes part, sending zeros for the outputs it did not use.
-        grads = [like.new_zeros(s) if g is None else g.contiguous() for g, s in zip(grads, ctx.out_shapes)]
-        back = [like.new_empty(s) for s in ctx.in_shapes]
-        dist.all_to_all(back, grads)
-        return (None, *back)
+        grads = [like.new_zeros(s) if g is None else g for g, s in zip(grads, ctx.out_shapes)]
+        return (None, *_exchange(grads, ctx.in_shapes))
 
 
 def all_to_all(tensors: Sequence[Tensor], out_shapes: Sequence[tuple]) -> list[Tensor]:
@@ -93,7 +100,7 @@ def all_to_all(tensors: Sequence[Tensor], out_shapes: Sequence[tuple]) -> list[T
     _, size = rank_and_size()
     if size == 1:
         return list(tensors)
-    return list(_AllToAll.apply([tuple(s) for s in out_shapes], *tensors))
+    return list(_AllToAll.apply([torch.Size(s) for s in out_shapes], *tensors))
 
 
 def all_gather_rows(x: Tensor) -> Tensor:

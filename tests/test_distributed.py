@@ -63,3 +63,161 @@ def test_sharded_render_equals_whole_model_render_rgb_sh():
 
 def test_sharded_render_equals_whole_model_render_plain_colors_depth():
     run_ranks(_sharded_render_matches, 2, None, "RGB+ED")
+
+
+# ---------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+# Tiny but real: 40x30 demo views, 600 initial Gaussians, densification every 6 steps.
+TINY_ARGS = ["--preset", "cpu", "--downscale", "4", "--init-max-points", "600", "--sh-degree", "1",
+             "--sh-degree-interval", "10",
+             "--refine-start", "4", "--refine-every", "6", "--refine-stop", "30", "--grow-grad2d", "0.001",
+             "--log-every", "10", "--checkpoint-every", "10", "--no-save-renders"]
+
+
+def _cpu_env() -> dict:
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+
+
+def _events(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def _checkpoint(run: Path, step: int) -> dict:
+    return torch.load(run / "checkpoints" / f"step_{step:07d}.pt", weights_only=True)
+
+
+def _started(run: Path) -> list[dict]:
+    return [e for e in _events(run) if e["event"] == "TrainStarted"]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory) -> Path:
+    """`splatlab train --gpus 2` on a machine without CUDA: two gloo CPU processes."""
+    run = tmp_path_factory.mktemp("dist") / "two"
+    r = subprocess.run([sys.executable, "-m", "splatlab.app", "train", "demo", "--gpus", "2", "--steps", "30",
+                        *TINY_ARGS, "--output", str(run)], capture_output=True, text=True, timeout=600,
+                       env=_cpu_env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "no CUDA GPU: --gpus 2 trains in 2 CPU processes (gloo)" in r.stderr
+    return run
+
+
+def test_two_processes_train_the_demo_into_one_run_folder(two_process_run):
+    run = two_process_run
+    events = _events(run)
+    kinds = [e["event"] for e in events]
+    # Written once, by rank 0: one start, one finish, each log step once.
+    assert kinds.count("TrainStarted") == 1 and kinds.count("TrainFinished") == 1
+    assert [e["step"] for e in events if e["event"] == "StepDone"] == [10, 20, 30]
+    refines = [e for e in events if e["event"] == "RefineDone"]
+    assert refines and all("rank 0's shard" in e["note"] for e in refines)  # densified per shard
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.pt")) == [
+        "step_0000010.pt", "step_0000020.pt", "step_0000030.pt"]
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["processes"] == 2 and len(m["peak_memory_gb_per_process"]) == 2
+    assert m["steps"] == 30 and m["psnr"] is not None
+
+    # The checkpoint holds the whole model (both shards) and the whole optimizer state.
+    ck = _checkpoint(run, 30)
+    n = ck["model"]["splats"]["means"].shape[0]
+    last_step = [e for e in events if e["event"] == "StepDone"][-1]
+    assert n == m["num_gaussians"] == last_step["stats"]["Gaussians"]  # counts summed over the shards
+    assert n > 600  # grew from the initial points (each shard densified)
+    for name, t in ck["model"]["splats"].items():
+        state = ck["optimizers"][name]["state"][0]
+        assert state["exp_avg"].shape == t.shape and state["exp_avg_sq"].shape == t.shape, name
+    assert ck["model"]["strategy_state"]["grad2d"].shape == (n,)
+
+    from splatlab.renderers.splat.io import read_ply
+
+    assert read_ply(run / "splat.ply").num_gaussians == n  # the gathered model, exported
+
+
+def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run, tmp_path):
+    import shutil
+
+    from splatlab.app.events import EventBus, TrainStarted
+    from splatlab.app.train import parse_args, train
+
+    run = tmp_path / "resumed"
+    shutil.copytree(two_process_run, run)
+    n = _checkpoint(run, 30)["model"]["splats"]["means"].shape[0]
+    cfg, resume = parse_args(["--resume", str(run), "--steps", "36", "--gpus", "1"])
+    started: list = []
+    bus = EventBus()
+    bus.subscribe(started.append, TrainStarted)
+    result = train(cfg, bus=bus, resume=resume)
+    assert result.exit_code == 0 and result.step == 36
+    assert started[0].start_step == 30 and started[0].stats["Gaussians"] == n
+
+
+@pytest.mark.slow
+def test_one_process_checkpoint_resumes_under_torchrun_with_two(tmp_path):
+    """1 -> 2 processes, through `torchrun --nproc_per_node 2 -m splatlab.app train`."""
+    from splatlab.app.train import parse_args, train
+
+    run = tmp_path / "one"
+    cfg, _ = parse_args(["demo", "--steps", "20", *TINY_ARGS, "--output", str(run)])
+    assert train(cfg).exit_code == 0
+    n = _checkpoint(run, 20)["model"]["splats"]["means"].shape[0]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "splatlab.app", "train", "--resume", str(run), "--steps", "30"],
+                       capture_output=True, text=True, timeout=600, env=_cpu_env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    resumed = _started(run)[-1]
+    assert resumed["start_step"] == 20 and resumed["stats"]["Gaussians"] == n
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["processes"] == 2 and m["steps"] == 30
+    ck = _checkpoint(run, 30)
+    assert ck["model"]["splats"]["means"].shape[0] == m["num_gaussians"]
+
+
+# ---------------------------------------------------------------------------------------
+# Pieces, without processes
+# ---------------------------------------------------------------------------------------
+def test_each_rank_draws_its_own_view_of_one_shuffled_sequence():
+    from splatlab.app.data import ImageSampler
+    from splatlab.scenes import load_scene
+
+    scene = load_scene("demo", downscale=8)
+    one = ImageSampler(scene, "cpu", seed=5)
+    ranks = [ImageSampler(scene, "cpu", seed=5, rank=r, world_size=2) for r in range(2)]
+    n = len(scene.train_idx)
+    for step in range(n):  # two epochs of the single-process sequence
+        views = [int(s.next(step).image_idx) for s in ranks]
+        assert views == [int(one.next(2 * step).image_idx), int(one.next(2 * step + 1).image_idx)]
+
+
+def test_methods_without_shards_and_the_viewer_refuse_several_processes():
+    import dataclasses
+
+    from splatlab.app.config import preset
+    from splatlab.app.distributed import World
+    from splatlab.app.errors import UserError
+
+    class Whole:
+        name = "nerf"
+
+        def stats(self):
+            return {}
+
+    with pytest.raises(UserError, match="--method nerf trains in one process only"):
+        World(rank=0, size=2).shard(Whole())
+    World().shard(Whole())  # one process: nothing to shard
+    os.environ_backup = dict(os.environ)
+    try:
+        os.environ.update(WORLD_SIZE="2", RANK="0", LOCAL_RANK="0")
+        with pytest.raises(UserError, match="--viewer is not available with several processes"):
+            World.start(dataclasses.replace(preset("cpu"), viewer=True))
+    finally:
+        os.environ.clear()
+        os.environ.update(os.environ_backup)
