@@ -4,6 +4,7 @@ backward; the collectives; training, checkpoints across process counts, `--gpus`
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dist_util import run_ranks
@@ -21,16 +22,19 @@ def _close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
     assert err <= GRAD_RTOL, f"{what}: max error {err:.2e} of the largest entry {scale:.2e}"
 
 
-def _sharded_render_matches(rank: int, size: int, sh_degree, render_mode: str) -> None:
+def _sharded_render_matches(rank: int, size: int, sh_degree, render_mode: str, device: str = "cpu") -> None:
+    """On "cpu" the torch twin; on "cuda" gsplat's distributed mode against gsplat."""
     from splatlab.rasterizer import rasterize
     from splatlab.rasterizer.distributed import shard_rows
     from test_rasterizer import make_scene
 
-    means, quats, scales, opac, colors, viewmats, Ks = make_scene(
-        seed=3, n=60, n_cams=size, width=24, height=16, sh_degree=sh_degree, dtype=torch.float32)
-    bg = torch.tensor([[0.2, 0.5, 0.9], [0.7, 0.1, 0.3]])[:size]
+    dev = torch.device(f"cuda:{rank}" if device == "cuda" else "cpu")
+    means, quats, scales, opac, colors, viewmats, Ks = (t.to(dev) for t in make_scene(
+        seed=3, n=60, n_cams=size, width=24, height=16, sh_degree=sh_degree, dtype=torch.float32))
+    bg = torch.tensor([[0.2, 0.5, 0.9], [0.7, 0.1, 0.3]], device=dev)[:size]
     kw = dict(sh_degree=sh_degree, render_mode=render_mode)
-    w = torch.rand(size, 16, 24, 4 if render_mode == "RGB+ED" else 3, generator=torch.Generator().manual_seed(9))
+    w = torch.rand(size, 16, 24, 4 if render_mode == "RGB+ED" else 3,
+                   generator=torch.Generator().manual_seed(9)).to(dev)
     params = [means, quats, scales, opac, colors]
 
     # Single process, the whole model, every rank's camera.
@@ -65,6 +69,23 @@ def test_sharded_render_equals_whole_model_render_plain_colors_depth():
     run_ranks(_sharded_render_matches, 2, None, "RGB+ED")
 
 
+def _two_gpus() -> None:
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"needs 2 CUDA GPUs ({torch.cuda.device_count()} here): run on a 2-GPU machine")
+
+
+@pytest.mark.cuda
+def test_gsplat_distributed_render_equals_whole_model_render_on_two_gpus():
+    _two_gpus()
+    run_ranks(_sharded_render_matches, 2, 3, "RGB", "cuda", backend="nccl")
+
+
+@pytest.mark.cuda
+def test_gsplat_distributed_in_a_one_process_group_equals_plain_render():
+    """What one GPU can check of the CUDA path: our plumbing into gsplat's distributed mode."""
+    run_ranks(_sharded_render_matches, 1, 3, "RGB", "cuda", backend="nccl")
+
+
 # ---------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------
@@ -74,7 +95,6 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import pytest  # noqa: E402
 
 # Tiny but real: 40x30 demo views, 600 initial Gaussians, densification every 6 steps.
 TINY_ARGS = ["--preset", "cpu", "--downscale", "4", "--init-max-points", "600", "--sh-degree", "1",
@@ -111,6 +131,7 @@ def two_process_run(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_demo_into_one_run_folder(two_process_run):
     run = two_process_run
     events = _events(run)
@@ -142,6 +163,7 @@ def test_two_processes_train_the_demo_into_one_run_folder(two_process_run):
     assert read_ply(run / "splat.ply").num_gaussians == n  # the gathered model, exported
 
 
+@pytest.mark.slow
 def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run, tmp_path):
     import shutil
 

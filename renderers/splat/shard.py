@@ -24,16 +24,14 @@ whole and the training loop sums their gradients over ranks (`ParamGroup.sharded
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from torch import Tensor
 
 from splatlab.rasterizer.distributed import gather_rows, rank_and_size, shard_rows
+from splatlab.renderers.base import Renderer
 
 from .model import SplatModel
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .renderer import SplatRenderer
 
 # Strategy-state entries with one row per Gaussian (gsplat's DefaultStrategy); the others
 # (scene_scale, MCMC's binomial table) are the same on every rank.
@@ -47,8 +45,8 @@ def _rows(state: Optional[dict], rows: slice) -> Optional[dict]:
             for k, v in state.items()}
 
 
-def take_shard(r: "SplatRenderer", rank: int, size: int) -> None:
-    """Keep rank `rank`'s rows of the whole model `r` holds (in place)."""
+def take_shard(r: Renderer, rank: int, size: int) -> None:
+    """Keep rank `rank`'s rows of the whole model the SplatRenderer `r` holds (in place)."""
     rows = shard_rows(r.model.num_gaussians, rank, size)
     r.model = SplatModel({k: v.detach()[rows].clone() for k, v in r.model.splats.items()},
                          r.model.sh_degree)
@@ -57,7 +55,7 @@ def take_shard(r: "SplatRenderer", rank: int, size: int) -> None:
     r._strategy_state = _rows(r._strategy_state, rows)
 
 
-def gather(r: "SplatRenderer") -> Optional["SplatRenderer"]:
+def gather(r: Renderer) -> Optional[Renderer]:
     """Collective: the whole model (every rank's rows in rank order) as a renderer on
     rank 0, sharing `r`'s training-side pieces (corrections, config); None elsewhere."""
     rank, _ = rank_and_size()
