@@ -86,6 +86,54 @@ def test_gsplat_distributed_in_a_one_process_group_equals_plain_render():
     run_ranks(_sharded_render_matches, 1, 3, "RGB", "cuda", backend="nccl")
 
 
+def _world_pieces(rank: int, size: int) -> None:
+    """World's gradient sum, replication and the optimizer-state gather/slice round trip."""
+    import torch.distributed as dist
+
+    from splatlab.app.distributed import World
+    from splatlab.rasterizer.distributed import shard_rows
+
+    world = World(rank=rank, size=size)
+    rows = [3, 5][rank]  # uneven shards
+    g = torch.Generator().manual_seed(rank)
+    shard = torch.nn.Parameter(torch.randn(rows, 2, generator=g))
+    whole = torch.nn.Parameter(torch.randn(4, generator=g))  # held whole: rank 0's value wins
+    opts = {"means": torch.optim.Adam([shard], lr=0.1), "appearance": torch.optim.Adam([whole], lr=0.1)}
+    world.replicate(opts, {"means"})
+    got = [torch.empty(4) for _ in range(size)]
+    dist.all_gather(got, whole.detach().clone())
+    assert torch.equal(got[0], got[1])
+
+    shard.grad = torch.full((rows, 2), float(rank + 1))
+    whole.grad = None if rank == 1 else torch.full((4,), 2.0)  # unused on rank 1: counts as zero
+    world.reduce_gradients(opts, {"means"})
+    assert torch.equal(whole.grad, torch.full((4,), 2.0))  # summed over ranks
+    assert torch.equal(shard.grad, torch.full((rows, 2), float(rank + 1)))  # own rows untouched
+    for o in opts.values():
+        o.step()
+    mine = {k: v.clone() for k, v in opts["means"].state[shard].items()}
+
+    states = world.broadcast(world.gather_optimizers(opts, {"means"}))  # as a checkpoint holds them
+    gathered = states["means"]["state"][0]
+    offset = [0, 3][rank]
+    for key in ("exp_avg", "exp_avg_sq"):  # both shards, in rank order
+        assert gathered[key].shape == (8, 2) and torch.equal(gathered[key][offset : offset + rows], mine[key])
+    assert torch.equal(opts["means"].state[shard]["exp_avg"], mine["exp_avg"])  # live state untouched
+
+    # Resumed, the model is split evenly again (4 + 4 rows): each rank takes those rows.
+    rows_now = shard_rows(8, rank, size)
+    fresh = torch.nn.Parameter(torch.zeros(rows_now.stop - rows_now.start, 2))
+    resumed = {"means": torch.optim.Adam([fresh], lr=0.1), "appearance": opts["appearance"]}
+    back = world.local_optimizers(states, resumed, {"means"})["means"]
+    resumed["means"].load_state_dict(back)
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(resumed["means"].state[fresh][key], gathered[key][rows_now])
+
+
+def test_world_sums_shared_gradients_and_round_trips_optimizer_state():
+    run_ranks(_world_pieces, 2)
+
+
 # ---------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------
