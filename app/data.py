@@ -104,13 +104,21 @@ class ImageSampler:
     a resumed run needs no saved sampler state. With `random_background` (alpha scenes
     only) each step's image is composited on a random colour. With `masks` each batch
     carries its image's mask (1 where the loss counts); a view whose mask keeps every pixel
-    carries none."""
+    carries none. Of `world_size` processes, rank r takes the (step * world_size + r)-th
+    view of the same shuffled sequence: each step is a batch of world_size different views."""
 
     def __init__(self, scene: "Scene", device, seed: int, random_background: bool = False,
-                 masks: bool = False):
+                 masks: bool = False, rank: int = 0, world_size: int = 1):
         import torch
 
         self.device, self.seed, self.n = device, seed, len(scene.train_idx)
+        self.rank, self.world_size = rank, world_size
+        if world_size > 1:
+            sizes = {(int(w), int(h)) for w, h in zip(scene.cameras.width[scene.train_idx],
+                                                      scene.cameras.height[scene.train_idx])}
+            if len(sizes) > 1:
+                raise UserError(f"several processes need training images of one size (the ranks render "
+                                f"each step's views together); this scene has {len(sizes)} sizes", scene.root)
         self.random_bg = random_background and scene.images.alpha(scene.train_idx[0]) is not None
         self.images = _load_images(scene, self.random_bg, device)
         self.masks: list = [None] * self.n
@@ -138,7 +146,7 @@ class ImageSampler:
 
         from splatlab.renderers.base import Batch
 
-        epoch, pos = divmod(step, self.n)
+        epoch, pos = divmod(step * self.world_size + self.rank, self.n)
         if epoch != self._epoch:
             self._order, self._epoch = self.order(epoch), epoch
         i = self._order[pos]
@@ -191,11 +199,13 @@ class RaySampler:
 
 def make_sampler(kind: "BatchKind", scene: "Scene", device, *, seed: int,
                  random_background: bool = False, rays_per_batch: Optional[int] = None,
-                 masks: Optional[bool] = None):
+                 masks: Optional[bool] = None, rank: int = 0, world_size: int = 1):
     """The sampler for a renderer's `batch_kind`. `masks`: --masks/--no-masks (None: use
-    the scene's masks where it has them; image batches only for now)."""
+    the scene's masks where it has them; image batches only for now). `rank`, `world_size`:
+    this process's share of each step's views, of several processes."""
     if kind == "image":
-        return ImageSampler(scene, device, seed, random_background, use_masks(scene, masks))
+        return ImageSampler(scene, device, seed, random_background, use_masks(scene, masks),
+                            rank, world_size)
     if kind == "rays":
         return RaySampler(scene, device, rays_per_batch or 4096, random_background)
     raise ValueError(f"unknown batch kind {kind!r}")

@@ -14,6 +14,7 @@ checkpoint); images sit on the device as uint8.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from splatlab.renderers.base import ParamGroup, Renderer, TrainConfig
 
+    from .distributed import World
     from .events import EventBus
 
 
@@ -45,22 +47,53 @@ def parse_args(argv: list[str]) -> tuple["TrainConfig", Optional[Path]]:
 
 def run(argv: list[str]) -> int:
     cfg, resume = parse_args(argv)
+    from .distributed import launch, wants_launch
+
+    if wants_launch(cfg):  # --gpus N: N worker processes, each running `train_and_report`
+        return launch(worker, (cfg, resume), cfg.gpus, cfg.device)
+    return train_and_report(cfg, resume)
+
+
+def train_and_report(cfg: "TrainConfig", resume: Optional[Path]) -> int:
+    """Train with the progress display, then point runs/latest at the run (of several
+    processes, rank 0 alone shows and links)."""
     from .events import EventBus
     from .progress import ProgressDisplay
 
+    main = int(os.environ.get("RANK", "0")) == 0
     bus = EventBus()
-    display = ProgressDisplay()
-    bus.subscribe(display)
+    display = ProgressDisplay() if main else None
+    if display is not None:
+        bus.subscribe(display)
     try:
         result = train(cfg, bus=bus, resume=resume)
     finally:
-        display.close()
+        if display is not None:
+            display.close()
     from . import runs
 
-    link = runs.update_latest(result.run_dir)
+    link = runs.update_latest(result.run_dir) if main else None
     if link is not None:
         print(f"latest run: {link} -> {result.run_dir.name}  (e.g. splatlab view {link})")
     return result.exit_code
+
+
+def worker(cfg: "TrainConfig", resume: Optional[Path]) -> int:
+    """One of the `--gpus N` processes: `train_and_report`, errors in one line as the CLI's."""
+    import traceback
+
+    from splatlab.scenes.errors import SceneError
+
+    try:
+        return train_and_report(cfg, resume)
+    except (SceneError, UserError) as e:
+        if os.environ.get("SPLATLAB_DEBUG") == "1":
+            traceback.print_exc()
+        rank = int(os.environ.get("RANK", "0"))
+        print(f"error: {e}" if rank == 0 else f"error (process {rank}): {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 # ---- what the loop is made of ---------------------------------------------------------
@@ -99,9 +132,10 @@ class Window:
     """Loss and log10 MSE summed on the device since the last read (two kernels a step). A
     NaN/Inf loss in any step leaves the sum non-finite, which the read reports."""
 
-    def __init__(self, device):
+    def __init__(self, device, reduce=None):
         import torch
 
+        self.reduce = reduce  # several processes: the mean over the ranks
         self.loss = torch.zeros((), device=device)
         self.logmse = torch.zeros((), device=device)
         self.n, self.t0 = 0, 0.0
@@ -118,7 +152,10 @@ class Window:
 
         finite = torch.stack([torch.isfinite(p).all() for o in optimizers.values()
                               for g in o.param_groups for p in g["params"]]).all()
-        loss, logmse, ok = torch.stack([self.loss, self.logmse, finite.float()]).tolist()
+        values = torch.stack([self.loss, self.logmse, finite.float()])
+        if self.reduce is not None:
+            values = self.reduce(values)  # any rank's NaN/Inf makes the mean non-finite, ok < 1
+        loss, logmse, ok = values.tolist()
         n = max(self.n, 1)
         problem = ("the loss is NaN/Inf" if not math.isfinite(loss) else
                    "the parameters hold NaN/Inf" if ok < 1 else None)
@@ -219,9 +256,11 @@ class Bookkeeping:
     """What the loop's logging, divergence check and checkpoints share."""
 
     def __init__(self, cfg: "TrainConfig", run_dir: Path, bus: "EventBus", device, scene,
-                 prior_seconds: float, last_ckpt: Optional[Path]):
+                 prior_seconds: float, last_ckpt: Optional[Path], world: "World", sharded: set[str]):
         self.cfg, self.run_dir, self.bus, self.scene = cfg, run_dir, bus, scene
-        self.stopwatch, self.window = Stopwatch(device), Window(device)
+        self.world, self.sharded = world, sharded
+        self.stopwatch = Stopwatch(device)
+        self.window = Window(device, world.mean if world.size > 1 else None)
         self.prior_seconds, self.last_ckpt = prior_seconds, last_ckpt
         self.train_peak: Optional[float] = None  # peak memory of the training steps (GB)
 
@@ -253,7 +292,7 @@ class Bookkeeping:
         if n:
             t = self.stopwatch.now()
             self.bus.emit(StepDone(step=step, total_steps=self.cfg.steps, loss=loss, psnr=psnr,
-                                   stats=renderer.stats(), lrs=lrs,
+                                   stats=self.world.stats(renderer), lrs=lrs,
                                    steps_per_sec=n / max(t - self.window.t0, 1e-9),
                                    train_seconds=t + self.prior_seconds))
             self.window.t0 = t
@@ -268,9 +307,15 @@ class Bookkeeping:
 
         self.stopwatch.pause()
         self.log(step, renderer, optimizers, lrs, "at a checkpoint")  # never write a bad checkpoint
+        # Several processes: the whole model and optimizer state, gathered on rank 0.
+        whole = self.world.whole(renderer)
+        optimizer_states = self.world.gather_optimizers(optimizers, self.sharded)
+        if not self.world.is_main:
+            self.stopwatch.start()
+            return
         ck = {
-            "method": self.cfg.method, "preset": self.cfg.preset, "model": renderer.state_dict(),
-            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            "method": self.cfg.method, "preset": self.cfg.preset, "model": whole.state_dict(),
+            "optimizers": optimizer_states,
             "config": self.cfg.to_json(), "normalization": self.scene.normalization.to_json(),
             "train_seconds": float(self.stopwatch.total + self.prior_seconds),
             "rng": {"torch": torch.get_rng_state(),
@@ -282,14 +327,16 @@ class Bookkeeping:
         self.stopwatch.start()
 
 
-def restore(ck: dict, optimizers: dict, device) -> tuple[int, float]:
-    """Optimizer and RNG state from a checkpoint -> (step, training seconds so far)."""
+def restore(ck: dict, optimizers: dict, device, world: "World", sharded: set[str]) -> tuple[int, float]:
+    """Optimizer and RNG state from a checkpoint -> (step, training seconds so far). Of
+    several processes, each takes its rows of the sharded groups' state."""
     import random
 
     import torch
 
+    states = world.local_optimizers(ck["optimizers"], optimizers, sharded)
     for k, o in optimizers.items():
-        o.load_state_dict(ck["optimizers"][k])
+        o.load_state_dict(states[k])
     rng = ck.get("rng") or {}
     if rng.get("torch") is not None:
         torch.set_rng_state(rng["torch"])
@@ -309,8 +356,9 @@ def dataset_folder(scene) -> Optional[Path]:
 
 
 def finish(renderer: "Renderer", scene, cfg: "TrainConfig", book: Bookkeeping, step: int,
-           device) -> dict:
-    """Final outputs: the method's artefact, test metrics and renders, metrics.json."""
+           device, processes: Optional[dict] = None) -> dict:
+    """Final outputs: the method's artefact, test metrics and renders, metrics.json.
+    `processes`: what several processes add (their count and peak memory each)."""
     from . import runs
     from .eval import evaluate
     from .events import EvalDone, TrainFinished
@@ -327,7 +375,7 @@ def finish(renderer: "Renderer", scene, cfg: "TrainConfig", book: Bookkeeping, s
         **renderer.metrics(), "method": cfg.method, "steps": step, "train_seconds": round(seconds, 3),
         "peak_memory_gb": round(mem, 4), "peak_memory_with_eval_gb": round(mem_all, 4),
         "peak_memory_kind": mem_kind, "device": str(device),
-        "lpips_note": m["lpips_note"], "views": m["views"],
+        "lpips_note": m["lpips_note"], "views": m["views"], **(processes or {}),
     }
     runs.atomic_write_json(run_dir / "metrics.json", metrics)
     book.bus.emit(EvalDone(step, m["psnr"], m["ssim"], m["lpips"], m["num_test_views"]))
@@ -339,12 +387,22 @@ def finish(renderer: "Renderer", scene, cfg: "TrainConfig", book: Bookkeeping, s
     return metrics
 
 
-def open_run_folder(run_dir: Path, cfg: "TrainConfig", scene, bus: "EventBus", new: bool):
+class _NoLog:
+    """What ranks other than 0 of several processes log: nothing (rank 0 writes the run)."""
+
+    def close(self) -> None:
+        pass
+
+
+def open_run_folder(run_dir: Path, cfg: "TrainConfig", scene, bus: "EventBus", new: bool,
+                    main: bool = True):
     """Check (a new run) and fill the run folder's config.json and scene.json; subscribe
-    and return the JSONL log."""
+    and return the JSONL log. Not rank 0 of several processes: nothing."""
     from . import runs
     from .events import JsonlLogger, Note
 
+    if not main:
+        return _NoLog()
     if new:
         runs.prepare_output(run_dir, overwrite=cfg.overwrite, dataset=dataset_folder(scene))
     for w in scene.warnings:
@@ -355,6 +413,14 @@ def open_run_folder(run_dir: Path, cfg: "TrainConfig", scene, bus: "EventBus", n
     log = JsonlLogger(run_dir / "log.jsonl")
     bus.subscribe(log)
     return log
+
+
+def process_metrics(world: "World", device) -> dict:
+    """Several processes (collective): their count and each one's peak memory, for metrics.json."""
+    if world.size == 1:
+        return {}
+    return {"processes": world.size,
+            "peak_memory_gb_per_process": [round(v, 4) for v in world.gather_floats(peak_memory(device)[0])]}
 
 
 def linger(server) -> None:
@@ -383,6 +449,7 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
     from . import events as ev
     from . import runs
     from .data import load_data, make_sampler, resolve_device
+    from .distributed import World
     from .eval import evaluate
     from .live import start_viewer
     from .losses import batch_loss, warm_up
@@ -394,11 +461,13 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
         method = get_renderer(cfg.method)
     except UnknownMethod as e:
         raise UserError(str(e)) from None
-    device = resolve_device(cfg.device)
+    world, device_name = World.start(cfg)  # several processes: this one's rank and device
+    device = resolve_device(device_name)
     ckpt = None
     if resume is not None:
         path, ckpt = runs.newest_good_checkpoint(resume, device)
-        runs.set_aside_newer(resume, path)
+        if world.is_main:
+            runs.set_aside_newer(resume, path)
     if device.type == "cpu":
         # Bit-reproducible CPU runs for a seed: multi-threaded accumulating index ops
         # (index_put_/scatter with accumulate) sum in thread-timing order otherwise; two runs of
@@ -411,32 +480,38 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
     scene = load_data(cfg)
     if not scene.train_idx:
         raise UserError("the scene has no training views", scene.root)
-    run_dir = Path(resume or run_dir or cfg.output or default_run_dir(scene.name))
-    log = open_run_folder(run_dir, cfg, scene, bus, new=resume is None)
+    run_dir = world.broadcast(Path(resume or run_dir or cfg.output or default_run_dir(scene.name)))
+    log = open_run_folder(run_dir, cfg, scene, bus, new=resume is None, main=world.is_main)
 
     # Renderer and optimizers: fresh, or exactly as checkpointed.
     renderer = method.build(scene, cfg, device) if ckpt is None else method.from_state(ckpt["model"], device)
     renderer.setup_training(cfg, scene)
+    world.shard(renderer)  # several processes: keep this rank's share of the model
     groups = renderer.param_groups(cfg)
+    sharded = {g.name for g in groups if g.sharded and world.size > 1}
     optimizers = make_optimizers(groups)
-    start, prior_seconds = restore(ckpt, optimizers, device) if ckpt is not None else (0, 0.0)
+    world.replicate(optimizers, sharded)
+    start, prior_seconds = (restore(ckpt, optimizers, device, world, sharded) if ckpt is not None
+                            else (0, 0.0))
     sampler = make_sampler(method.batch_kind, scene, device, seed=cfg.seed,
                            random_background=cfg.random_background,
                            rays_per_batch=getattr(cfg, "rays_per_batch", None),  # a rays method's field
-                           masks=getattr(cfg, "masks", None))  # a method's field where it takes masks
+                           masks=getattr(cfg, "masks", None),  # a method's field where it takes masks
+                           rank=world.rank, world_size=world.size)
     if device.type == "cuda" and uses_conv_ssim(cfg, method, sampler):
         # A scene's image sizes are fixed, so cuDNN can pick its fastest SSIM convolutions once.
         # Only then: benchmarking tries every algorithm with its own workspace, which
         # raises the peak memory, and the fused loss kernel needs no convolution.
         torch.backends.cudnn.benchmark = True
-    book = Bookkeeping(cfg, run_dir, bus, device, scene, prior_seconds, runs.latest_checkpoint(run_dir))
+    book = Bookkeeping(cfg, run_dir, bus, device, scene, prior_seconds, runs.latest_checkpoint(run_dir),
+                       world, sharded)
     stop = StopFlag()
     server, hookup = start_viewer(cfg, scene, renderer, start, bus, run_dir) if cfg.viewer else (None, None)
     wants_model = bus.wants(ev.ModelUpdated)
     bus.emit(ev.TrainStarted(
         run_dir=str(run_dir), scene=scene.name, method=cfg.method, preset=cfg.preset,
         device=str(device), start_step=start, total_steps=cfg.steps, num_train=len(scene.train_idx),
-        num_test=len(scene.test_idx), stats=renderer.stats()))
+        num_test=len(scene.test_idx), stats=world.stats(renderer)))
 
     if method.batch_kind == "image" and cfg.ssim_lambda > 0:  # JIT-compile the fused loss off the clock
         cams = scene.cameras[scene.train_idx]
@@ -457,6 +532,7 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
             if not loss.requires_grad:  # host metadata: nothing rendered depends on a parameter
                 book.stalled(step + 1, optimizers)
             loss.backward()
+            world.reduce_gradients(optimizers, sharded)
             step_all(optimizers)  # each optimizer's step() and zero_grad, fused Adams together
             note = renderer.after_step(step, out, optimizers)
             done = step + 1
@@ -468,7 +544,7 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
                 bus.emit(ev.ModelUpdated(done, renderer))
             if hookup is not None:
                 hookup.hold(renderer, done, book.stopwatch, stop)
-            if stop:
+            if world.agree_to_stop(stop, at_log_step=done % cfg.log_every == 0):
                 reason, step = "interrupted", done
                 book.checkpoint(done, renderer, optimizers, lrs)
                 break
@@ -478,8 +554,10 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
                 book.checkpoint(done, renderer, optimizers, lrs)
             if cfg.eval_every > 0 and done % cfg.eval_every == 0 and done < cfg.steps:
                 book.stopwatch.pause()
-                m = evaluate(renderer, scene, device=device)
-                bus.emit(ev.EvalDone(done, m["psnr"], m["ssim"], m["lpips"], m["num_test_views"]))
+                whole = world.whole(renderer)
+                if world.is_main:
+                    m = evaluate(whole, scene, device=device)
+                    bus.emit(ev.EvalDone(done, m["psnr"], m["ssim"], m["lpips"], m["num_test_views"]))
                 book.stopwatch.start()
         if reason == "done":
             step = cfg.steps
@@ -503,9 +581,13 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
         log.close()
         if server is not None:
             server.stop()
-        return TrainResult(run_dir, step, reason, 130 if stop.signum == signal.SIGINT else 143)
-    metrics = finish(renderer, scene, cfg, book, step, device)
+        world.close()
+        return TrainResult(run_dir, step, reason, 130 if stop.signum in (signal.SIGINT, None) else 143)
+    processes = process_metrics(world, device)
+    whole = world.whole(renderer)
+    metrics = finish(whole, scene, cfg, book, step, device, processes) if world.is_main else None
     log.close()
+    world.close()
     if server is not None:
         linger(server)
     return TrainResult(run_dir, step, reason, 0, metrics)

@@ -191,21 +191,24 @@ def table_row(date: str, gpu: str, commit: str, command: str, peer_command: str,
             f"| {t_cell} | {ratio_cell} |\n")
 
 
-def insert_row(text: str, row: str) -> str:
-    """RESULTS.md with `row` appended to the side-by-side table (the section and its
-    header are created at the end of the file the first time)."""
+INTRO = ("Appended by `benchmarks/peer_compare.py`: splatlab and gsplat 1.5.3's simple_trainer on the "
+         "same machine, back to back.")
+
+
+def insert_row(text: str, row: str, section: str = SECTION, intro: str = INTRO, header: str = HEADER) -> str:
+    """RESULTS.md with `row` appended to the table of `section` (the section, `intro` and
+    `header` are created at the end of the file the first time)."""
     lines = text.splitlines(keepends=True)
     try:
-        at = next(i for i, l in enumerate(lines) if l.strip() == SECTION)
+        at = next(i for i, l in enumerate(lines) if l.strip() == section)
     except StopIteration:
         sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
-        return (text + sep + SECTION + "\n\nAppended by `benchmarks/peer_compare.py`: splatlab and "
-                "gsplat 1.5.3's simple_trainer on the same machine, back to back.\n\n" + HEADER + row)
+        return text + sep + section + "\n\n" + intro + "\n\n" + header + row
     i = at + 1
     while i < len(lines) and not lines[i].startswith("|"):
         i += 1
     if i == len(lines) or not lines[i].startswith("| date |"):
-        return "".join(lines[: at + 1]) + "\n" + HEADER + row + "".join(lines[at + 1 :])
+        return "".join(lines[: at + 1]) + "\n" + header + row + "".join(lines[at + 1 :])
     while i < len(lines) and lines[i].startswith("|"):
         i += 1
     if lines[i - 1] and not lines[i - 1].endswith("\n"):

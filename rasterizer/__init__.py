@@ -40,6 +40,7 @@ def rasterize(
     render_mode: RenderMode = "RGB",
     antialiased: bool = False,
     absgrad: bool = False,
+    distributed: bool = False,
     backend: Backend = "auto",
 ) -> RenderOutput:
     """Render N Gaussians into C cameras.
@@ -48,21 +49,29 @@ def rasterize(
     (activated, in [0,1]). `colors` is N 3 (plain RGB, `sh_degree=None`) or N K 3 SH
     coefficients with K >= (sh_degree+1)^2. viewmats are world-to-camera (OpenCV axes),
     Ks pinhole intrinsics. Returns a `RenderOutput`.
+
+    `distributed`: the Gaussians are this process's shard of a model split across
+    torch.distributed ranks, and every rank renders its own C cameras of the whole model
+    (a collective; gsplat's distributed mode on CUDA, its torch twin in distributed.py).
     """
     if backend == "auto":
         backend = "gsplat" if means.is_cuda else "reference"
+    kw = dict(near_plane=near_plane, far_plane=far_plane, sh_degree=sh_degree,
+              backgrounds=backgrounds, render_mode=render_mode, antialiased=antialiased, absgrad=absgrad)
+    if distributed and backend == "reference":
+        from .distributed import rasterize_sharded
+
+        return rasterize_sharded(means, quats, scales, opacities, colors, viewmats, Ks, width, height, **kw)
     if backend == "gsplat":
-        from . import gsplat_backend as impl
-    elif backend == "reference":
-        from . import reference as impl
-    else:
+        from . import gsplat_backend
+
+        return gsplat_backend.rasterize(means, quats, scales, opacities, colors, viewmats, Ks,
+                                        width, height, distributed=distributed, **kw)
+    if backend != "reference":
         raise ValueError(f"unknown rasterizer backend {backend!r}")
-    return impl.rasterize(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-        near_plane=near_plane, far_plane=far_plane, sh_degree=sh_degree,
-        backgrounds=backgrounds, render_mode=render_mode, antialiased=antialiased,
-        absgrad=absgrad,
-    )
+    from . import reference
+
+    return reference.rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, **kw)
 
 
 __all__ = ["RenderOutput", "rasterize", "cuda_available", "RenderMode", "Backend"]

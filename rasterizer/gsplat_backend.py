@@ -51,8 +51,10 @@ def rasterize(
     render_mode: RenderMode = "RGB",
     antialiased: bool = False,
     absgrad: bool = False,
+    distributed: bool = False,
 ) -> RenderOutput:
-    """See `splatlab.rasterizer.rasterize`."""
+    """See `splatlab.rasterizer.rasterize` (`distributed`: gsplat's multi-GPU mode, whose
+    `info` holds this rank's Gaussians projected into every rank's cameras)."""
     if not means.is_cuda:
         raise RuntimeError(FIX)
     rasterization = _load()
@@ -61,6 +63,7 @@ def rasterize(
         near_plane=near_plane, far_plane=far_plane, sh_degree=sh_degree,
         packed=False, backgrounds=backgrounds, render_mode=render_mode,
         absgrad=absgrad, rasterize_mode="antialiased" if antialiased else "classic",
+        distributed=distributed,
     )
     depths = img[..., -1:] if render_mode != "RGB" else None
     return RenderOutput(colors=img, alphas=alphas, depths=depths, means2d=info["means2d"],

@@ -434,13 +434,39 @@ def rasterize(
     compositing backward for plain autograd (tests)."""
     if render_mode not in ("RGB", "D", "ED", "RGB+D", "RGB+ED"):
         raise ValueError(f"unknown render_mode {render_mode!r}")
+    proj, opac, feats = project_with_colors(means, quats, scales, opacities, colors, viewmats, Ks,
+                                            width, height, near_plane=near_plane, far_plane=far_plane,
+                                            sh_degree=sh_degree, antialiased=antialiased)
+    return rasterize_projected(proj.means2d, proj.conics, proj.depths, proj.radii, opac, feats,
+                               width, height, backgrounds=backgrounds, render_mode=render_mode,
+                               absgrad=absgrad, tile_size=tile_size, max_pairs=max_pairs,
+                               use_autograd=use_autograd)
+
+
+def project_with_colors(
+    means: Float[Tensor, "N 3"],
+    quats: Float[Tensor, "N 4"],
+    scales: Float[Tensor, "N 3"],
+    opacities: Float[Tensor, " N"],
+    colors: Tensor,
+    viewmats: Float[Tensor, "C 4 4"],
+    Ks: Float[Tensor, "C 3 3"],
+    width: int,
+    height: int,
+    *,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    sh_degree: Optional[int] = None,
+    antialiased: bool = False,
+) -> tuple[Projection, Float[Tensor, "C N"], Float[Tensor, "C N D"]]:
+    """The per-camera stage of a render: the projection, the opacities (times the
+    antialiasing compensation) and the colours (SH evaluated towards each camera)."""
     n_cams = viewmats.shape[0]
     proj = project(means, quats, scales, opacities, viewmats, Ks, width, height,
                    near_plane, far_plane, EPS2D, antialiased)
     opac = opacities[None, :].expand(n_cams, -1)
     if proj.compensations is not None:
         opac = opac * proj.compensations
-
     if sh_degree is None:
         if colors.dim() == 3 and colors.shape[:2] != (n_cams, means.shape[0]):
             raise ValueError(f"colors {tuple(colors.shape)} must be N D, or C N D per camera, "
@@ -450,41 +476,63 @@ def rasterize(
         campos = torch.linalg.inv(viewmats)[:, :3, 3]  # C 3
         dirs = means[None, :, :] - campos[:, None, :]  # C N 3
         feats = sh_to_color(sh_degree, colors[None], dirs, backend="torch")  # C N 3
+    return proj, opac, feats
+
+
+def rasterize_projected(
+    means2d: Float[Tensor, "C N 2"],
+    conics: Float[Tensor, "C N 3"],
+    depths: Float[Tensor, "C N"],
+    radii: Int[Tensor, "C N 2"],
+    opacities: Float[Tensor, "C N"],
+    feats: Float[Tensor, "C N D"],
+    width: int,
+    height: int,
+    *,
+    backgrounds: Optional[Float[Tensor, "C 3"]] = None,
+    render_mode: RenderMode = "RGB",
+    absgrad: bool = False,
+    tile_size: int = TILE_SIZE,
+    max_pairs: int = MAX_PAIRS,
+    use_autograd: bool = False,
+) -> RenderOutput:
+    """The per-pixel stage of a render: tile lists, compositing, background, depth."""
+    n_cams = means2d.shape[0]
     bg = backgrounds
     if render_mode in ("RGB+D", "RGB+ED"):
-        feats = torch.cat([feats, proj.depths[..., None]], dim=-1)
+        feats = torch.cat([feats, depths[..., None]], dim=-1)
         if bg is not None:
             bg = torch.cat([bg, bg.new_zeros(n_cams, 1)], dim=-1)
     elif render_mode in ("D", "ED"):
-        feats = proj.depths[..., None]
+        feats = depths[..., None]
         bg = None  # gsplat composites depth over a zero background
 
-    tiles = intersect_tiles(proj.means2d, proj.radii, proj.depths, tile_size, width, height)
+    tiles = intersect_tiles(means2d, radii, depths, tile_size, width, height)
     abs_buf = None
     if absgrad:
-        abs_buf = torch.zeros_like(proj.means2d, memory_format=torch.contiguous_format)
-        proj.means2d.absgrad = abs_buf  # filled during backward, as gsplat's kernel does
-    img, alphas = composite(proj.means2d, proj.conics, opac, feats, tiles, width, height,
+        abs_buf = torch.zeros_like(means2d, memory_format=torch.contiguous_format)
+        means2d.absgrad = abs_buf  # filled during backward, as gsplat's kernel does
+    img, alphas = composite(means2d, conics, opacities, feats, tiles, width, height,
                             tile_size, max_pairs, abs_buf, use_autograd)
     if bg is not None:
         img = img + (1.0 - alphas) * bg[:, None, None, :]
-    depths = None
+    out_depths = None
     if render_mode in ("ED", "RGB+ED"):
         img = torch.cat([img[..., :-1], img[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)
     if render_mode != "RGB":
-        depths = img[..., -1:]
+        out_depths = img[..., -1:]
 
     info = {
-        "means2d": proj.means2d, "radii": proj.radii, "depths": proj.depths,
-        "conics": proj.conics, "opacities": opac,
+        "means2d": means2d, "radii": radii, "depths": depths,
+        "conics": conics, "opacities": opacities,
         "batch_ids": None, "camera_ids": None, "gaussian_ids": None,
         "tile_size": tile_size, "tile_width": tiles.tile_width,
         "tile_height": tiles.tile_height, "tiles_per_gauss": tiles.tiles_per_gauss,
         "width": width, "height": height, "n_cameras": n_cams, "n_batches": 1,
     }
-    return RenderOutput(colors=img, alphas=alphas, depths=depths, means2d=proj.means2d,
-                        radii=proj.radii, info=info)
+    return RenderOutput(colors=img, alphas=alphas, depths=out_depths, means2d=means2d,
+                        radii=radii, info=info)
 
 
-__all__ = ["rasterize", "project", "intersect_tiles", "composite", "quat_to_rotmat",
+__all__ = ["rasterize", "project", "project_with_colors", "rasterize_projected", "intersect_tiles", "composite", "quat_to_rotmat",
            "covariance_3d", "Projection", "TileLists"]

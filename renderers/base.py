@@ -27,6 +27,13 @@ without them (a method that lacks one simply does not offer the feature):
     cropped(lo, hi) -> Renderer             only the primitives inside an axis-aligned box
     browser_splats() -> dict of arrays      colour-only splats for viser's browser renderer
 
+For several processes (torch.distributed; app/distributed.py) a method offers:
+
+    shard(rank, world_size) -> None         after `setup_training`: keep this rank's share of
+                                            the primitives (its `sharded` param groups); every
+                                            render is collective from then on
+    gathered() -> Renderer | None           collective: the whole model on rank 0, None elsewhere
+
 Conventions (rasterizer/CONVENTIONS.md): OpenCV camera axes, world->camera view
 matrices, colours in [0, 1] composited over `background`, depth is camera z.
 """
@@ -95,6 +102,7 @@ class ParamGroup:
     eps: float = 1e-15
     weight_decay: float = 0.0
     selective: bool = False  # update only the rows the renderer marked visible (CUDA; see rasterizer/optim.py)
+    sharded: bool = False  # rows split across processes (`shard`); else every rank holds it whole
 
     def lr_at(self, step: int, total_steps: int) -> float:
         lr = self.lr * self.lr_final ** (min(step, total_steps) / max(total_steps, 1))

@@ -51,6 +51,9 @@ class TrainConfig:
     """Extra web origins the live viewer accepts (e.g. http://localhost:9000 behind an SSH tunnel)."""
     device: str = "auto"
     """Torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ..."""
+    gpus: int = 1
+    """Train in this many processes, one per GPU (NCCL), the Gaussians split between them and
+    one image each per step; without CUDA, CPU processes (gloo). Under torchrun: torchrun's count."""
     seed: int = 42
     """Random seed (initial model, view order, densification)."""
     steps: int = 30_000

@@ -137,9 +137,11 @@ class SplatModel(torch.nn.Module):
         backend: Backend = "auto",
         filter_variance: Optional[Float[Tensor, " N"]] = None,
         activated: Optional[tuple[Tensor, Tensor]] = None,
+        distributed: bool = False,
     ) -> RenderOutput:
         """`filter_variance`: Mip-Splatting's per-Gaussian 3D filter (renderers/splat/antialias.py).
-        `activated`: (self.scales, self.opacities) when the caller has them already."""
+        `activated`: (self.scales, self.opacities) when the caller has them already.
+        `distributed`: this model is one rank's shard; every rank renders its own cameras."""
         degree = self.sh_degree if sh_degree is None else min(int(sh_degree), self.sh_degree)
         scales, opacities = (self.scales, self.opacities) if activated is None else activated
         if filter_variance is not None:
@@ -151,7 +153,7 @@ class SplatModel(torch.nn.Module):
             viewmats, Ks, width, height,
             near_plane=near_plane, far_plane=far_plane, sh_degree=degree,
             backgrounds=backgrounds, render_mode=render_mode, antialiased=antialiased,
-            absgrad=absgrad, backend=backend,
+            absgrad=absgrad, distributed=distributed, backend=backend,
         )
 
     # ---- (de)serialisation -------------------------------------------------------

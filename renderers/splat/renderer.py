@@ -78,6 +78,7 @@ class SplatRenderer(Renderer):
         self._extent = 1.0
         self._checked = False
         self._views: dict[int, tuple] = {}  # training Cameras -> what a render needs of them
+        self._shard: Optional[tuple[int, int]] = None  # (rank, processes) when sharded (shard.py)
 
     # ---- construction and state -------------------------------------------------------
     @classmethod
@@ -133,6 +134,7 @@ class SplatRenderer(Renderer):
             render_mode="RGB+ED" if with_depth else "RGB",
             near_plane=self.near_plane, far_plane=self.far_plane, absgrad=absgrad,
             antialiased=self.antialias, filter_variance=self.filter_variance,
+            distributed=self._shard is not None,
         )
 
     @staticmethod
@@ -142,7 +144,8 @@ class SplatRenderer(Renderer):
 
     def render(self, cameras, *, background: Optional[Float[Tensor, "C 3"]] = None,
                with_depth: bool = False) -> Rendered:
-        """Cameras of one image size (the rasterizer renders a batch at one W x H)."""
+        """Cameras of one image size (the rasterizer renders a batch at one W x H). A sharded
+        renderer renders collectively: every rank calls it, each with its own cameras."""
         out = self._render(cameras, background, with_depth, self.render_sh_degree)
         return self._rendered(out, with_depth)
 
@@ -178,7 +181,7 @@ class SplatRenderer(Renderer):
             viewmats, Ks, width, height, sh_degree=degree, backgrounds=batch.background,
             render_mode="RGB", near_plane=self.near_plane, far_plane=self.far_plane,
             absgrad=cfg.absgrad, antialiased=self.antialias, filter_variance=self.filter_variance,
-            activated=activated,
+            activated=activated, distributed=self._shard is not None,
         )
         r = self._rendered(out, False)
         r.extras["activated"] = activated
@@ -225,14 +228,14 @@ class SplatRenderer(Renderer):
         """One group per splat tensor, named as gsplat's strategies edit them; eps=1e-15 as
         3DGS (the tiny gradients of far-away Gaussians still move them)."""
         p, sel = self.model.splats, bool(cfg.selective_adam)
+        kw = dict(selective=sel, sharded=True)  # each rank's own rows when sharded (shard.py)
         return [
-            ParamGroup("means", [p["means"]], cfg.lr_means * self._extent, lr_final=cfg.lr_means_final,
-                       selective=sel),
-            ParamGroup("scales", [p["scales"]], cfg.lr_scales, selective=sel),
-            ParamGroup("quats", [p["quats"]], cfg.lr_quats, selective=sel),
-            ParamGroup("opacities", [p["opacities"]], cfg.lr_opacities, selective=sel),
-            ParamGroup("sh0", [p["sh0"]], cfg.lr_sh0, selective=sel),
-            ParamGroup("shN", [p["shN"]], cfg.lr_shN, selective=sel),
+            ParamGroup("means", [p["means"]], cfg.lr_means * self._extent, lr_final=cfg.lr_means_final, **kw),
+            ParamGroup("scales", [p["scales"]], cfg.lr_scales, **kw),
+            ParamGroup("quats", [p["quats"]], cfg.lr_quats, **kw),
+            ParamGroup("opacities", [p["opacities"]], cfg.lr_opacities, **kw),
+            ParamGroup("sh0", [p["sh0"]], cfg.lr_sh0, **kw),
+            ParamGroup("shN", [p["shN"]], cfg.lr_shN, **kw),
         ] + self.casual.param_groups()
 
     def _splat_optimizers(self, optimizers: dict) -> dict:
@@ -265,7 +268,10 @@ class SplatRenderer(Renderer):
         if self.antialias and (n != n_before or (step + 1) % max(self._cfg.refine_every, 1) == 0):
             # The filter follows the Gaussians (new ones, moved ones, refined poses).
             self.filter_variance = self.casual.filter_variance(self.model.means)
-        return None if n == n_before else f"{n_before:,} -> {n:,} Gaussians"
+        if n == n_before:
+            return None
+        where = "" if self._shard is None else f"rank {self._shard[0]}'s shard: "
+        return f"{where}{n_before:,} -> {n:,} Gaussians"
 
     def extra_losses(self, step: int, out: Rendered, batch: Batch) -> dict[str, Tensor]:
         cfg, losses = self._cfg, {}
@@ -277,6 +283,29 @@ class SplatRenderer(Renderer):
             losses["scale_reg"] = cfg.scale_reg * scales.mean()
         losses.update(self.casual.losses())
         return losses
+
+    # ---- several processes (shard.py) --------------------------------------------------
+    def shard(self, rank: int, size: int) -> None:
+        """Keep this rank's share of the Gaussians (after `setup_training`); from now on
+        renders are collective. Caps are divided between the shards."""
+        from .shard import take_shard
+
+        if self._cfg is not None and self._cfg.absgrad:
+            raise ValueError("--absgrad is not available with several processes (gsplat's "
+                             "distributed renderer has no absgrad); drop it")
+        take_shard(self, rank, size)
+        self._shard = (rank, size)
+        if self._cfg is not None:
+            if self._cfg.max_gaussians > 0:
+                self._cap = max(self._cap // size, 1)
+            if self._cfg.strategy == "mcmc":
+                self._strategy.cap_max = max(min(self._cfg.cap_max // size, self._cap), 1)
+
+    def gathered(self) -> Optional["SplatRenderer"]:
+        """Collective: the whole model on rank 0 (None on the other ranks)."""
+        from .shard import gather
+
+        return gather(self) if self._shard is not None else self
 
     # ---- reporting and outputs ---------------------------------------------------------
     def stats(self) -> dict[str, Any]:
