@@ -149,7 +149,7 @@ VARIANTS: dict[str, HashKernelConfig] = {
 }
 # The kernel `hash_encode` uses: a VARIANTS name, or "FWD/BWD" (one variant's forward, another's
 # backward). The environment variable SPLATLAB_HASHGRID_VARIANT overrides it (for timing runs).
-DEFAULT_VARIANT = "v2-lpp4"
+DEFAULT_VARIANT = "v2-lpp4-xpair-rep16"  # fastest on an H200 at 4c0f69c (RESULTS.md, Hash encoding)
 VARIANT_ENV = "SPLATLAB_HASHGRID_VARIANT"
 
 

@@ -128,7 +128,7 @@ def _run_interpreter(cases: str, variants: list[str]) -> None:
 
 
 # The default, and paired 16-byte accesses with the coarse level's gradient replicated.
-_FAST_VARIANTS = [DEFAULT_VARIANT, "v2-lpp4-xpair-rep16"]
+_FAST_VARIANTS = [DEFAULT_VARIANT, "v2-lpp4"]
 
 
 def test_triton_kernel_matches_twin_in_interpreter():

@@ -91,6 +91,21 @@ def test_scene_mode_auto_and_override(tiny_scene):
     assert not bounded and (centers >= lo - 1e-5).all() and (centers <= hi + 1e-5).all()
 
 
+def test_auto_appearance_and_resolution(tiny_scene):
+    """appearance_dim -1: embeddings for unbounded captures only; the finest grid resolution
+    grows with cells_per_pixel (up to the cap), and random backgrounds are the NeRF default."""
+    assert NerfConfig().random_background and NerfConfig().appearance_dim == -1
+    cfg = dataclasses.replace(tiny_cfg(), appearance_dim=-1, max_resolution=4096, base_resolution=2)
+    r_b = NerfRenderer.build(tiny_scene, cfg, "cpu")
+    r_u = NerfRenderer.build(tiny_scene, dataclasses.replace(cfg, scene_mode="unbounded"), "cpu")
+    assert r_b.arch["appearance_dim"] == 0 and r_b.field.appearance is None
+    assert r_u.arch["appearance_dim"] == 32 and r_u.field.appearance.weight.shape == (len(tiny_scene.train_idx), 32)
+    assert [g.name for g in r_b.param_groups(cfg)] == ["field", "proposals"]
+    r_2 = NerfRenderer.build(tiny_scene, dataclasses.replace(cfg, cells_per_pixel=2.0), "cpu")
+    r_1 = NerfRenderer.build(tiny_scene, dataclasses.replace(cfg, cells_per_pixel=1.0), "cpu")
+    assert abs(r_2.arch["max_resolution"] - 2 * r_1.arch["max_resolution"]) <= 1
+
+
 @pytest.mark.parametrize("mode", ["bounded", "unbounded"])
 def test_render_shapes_state_roundtrip(tiny_scene, mode):
     torch.manual_seed(0)

@@ -20,6 +20,10 @@ class NerfConfig(TrainConfig):
     """Photometric loss on the ray colours."""
     ssim_lambda: float = 0.0
     """Unused by ray batches (SSIM needs whole images)."""
+    random_background: bool = True
+    """For scenes with alpha (Blender): each ray's pixel is composited on a random colour and
+    rendered on the same colour, so the field must make the background transparent. On a
+    constant background a NeRF can paint it with density instead (floaters in new views)."""
 
     # ---- scene ----
     scene_mode: Literal["auto", "bounded", "unbounded"] = "auto"
@@ -43,16 +47,20 @@ class NerfConfig(TrainConfig):
     base_resolution: int = 16
     """Coarsest grid resolution (cells per side of the unit cube)."""
     max_resolution: int = 2048
-    """Cap on the finest resolution; the actual one is one cell per pixel footprint at the
-    cameras' mean distance (from the scene's size and the focal length)."""
+    """Cap on the finest resolution; the actual one is `cells_per_pixel` cells per pixel
+    footprint at the cameras' mean distance (from the scene's size and the focal length)."""
+    cells_per_pixel: float = 2.0
+    """Finest grid cells per pixel footprint (the trilinear interpolation of a finer grid
+    resolves edges a one-cell-per-pixel grid blurs)."""
     hidden_dim: int = 64
     """Width of the density MLP."""
     geo_features: int = 15
     """Geometry features passed from the density MLP to the colour MLP."""
     color_hidden_dim: int = 64
     """Width of the colour MLP (two hidden layers)."""
-    appearance_dim: int = 32
-    """Per-image appearance embedding size (0: none). Test views use the mean embedding."""
+    appearance_dim: int = -1
+    """Per-image appearance embedding size (0: none; -1: 32 for unbounded captures, whose
+    exposure varies, and none for bounded scenes). Test views use the mean embedding."""
     hash_backend: Literal["auto", "torch", "triton"] = "auto"
     """Hash encoding kernel: auto (triton on CUDA when installed, else torch)."""
     bf16: bool = True
@@ -103,12 +111,12 @@ def _preset(doc: str, **overrides) -> tuple[str, NerfConfig]:
 PRESETS: dict[str, tuple[str, NerfConfig]] = {
     "default": _preset("30k steps of 4096 rays: nerfacto's field and proposal sampler.",
                        steps=30_000, checkpoint_every=5000, log_every=100),
-    "fast": _preset("5k steps of 8192 rays: the 5-minute GPU schedule.",
-                    steps=5000, rays_per_batch=8192, checkpoint_every=5000, log_every=100),
+    "fast": _preset("12k steps of 8192 rays: the 5-minute GPU schedule.",
+                    steps=12_000, rays_per_batch=8192, checkpoint_every=12_000, log_every=100),
     "cpu": _preset(
         "The demo on a CPU: a small grid, few samples, 800 steps of 1024 rays at half resolution.",
         steps=800, downscale=2, rays_per_batch=1024, hash_levels=8, hash_log2_size=15,
-        max_resolution=256, hidden_dim=32, color_hidden_dim=32, appearance_dim=8,
+        max_resolution=256, hidden_dim=32, color_hidden_dim=32,
         proposal_samples_1=32, proposal_samples_2=16, nerf_samples=16, proposal_levels=4,
         proposal_log2_size=13, proposal_max_resolution_1=64, proposal_max_resolution_2=128,
         proposal_anneal_steps=300, lr_final=0.1, log_every=50, checkpoint_every=800,

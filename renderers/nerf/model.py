@@ -58,17 +58,18 @@ def scene_box(scene, cfg: NerfConfig) -> tuple[bool, np.ndarray, np.ndarray]:
     return False, c - r, c + r
 
 
-def auto_max_resolution(scene, lo: np.ndarray, hi: np.ndarray, bounded: bool, cap: int, base: int) -> int:
-    """One grid cell per pixel footprint at the cameras' mean distance to the box centre:
-    finer cells cannot be seen, coarser ones blur. Unbounded: the foreground cube fills half
-    of the contracted grid."""
+def auto_max_resolution(scene, lo: np.ndarray, hi: np.ndarray, bounded: bool, cap: int, base: int,
+                        cells_per_pixel: float = 1.0) -> int:
+    """`cells_per_pixel` grid cells per pixel footprint at the cameras' mean distance to the
+    box centre: much finer cells cannot be seen, coarser ones blur. Unbounded: the foreground
+    cube fills half of the contracted grid."""
     cams = scene.cameras[scene.train_idx]
     center = 0.5 * (lo + hi)
     dist = float(np.linalg.norm(cams.camtoworlds[:, :3, 3].double().numpy() - center, axis=-1).mean())
     focal = float(torch.cat([cams.fx, cams.fy]).double().mean())
     footprint = max(dist, 1e-6) / max(focal, 1e-6)
     side = float(np.max(hi - lo))
-    res = side / footprint if bounded else 2.0 * side / footprint
+    res = cells_per_pixel * (side / footprint if bounded else 2.0 * side / footprint)
     return int(min(max(res, 2 * base), cap))
 
 
@@ -107,9 +108,12 @@ class NerfRenderer(Renderer):
         bounded, lo, hi = scene_box(scene, cfg)
         radius = 0.5 * float(np.max(hi - lo))
         arch = {k: getattr(cfg, k) for k in _ARCH_FROM_CFG}
+        if arch["appearance_dim"] < 0:  # auto: lighting varies in real captures, not in synthetic ones
+            arch["appearance_dim"] = 0 if bounded else 32
         arch.update(
             bounded=bounded, lo=[float(v) for v in lo], hi=[float(v) for v in hi],
-            max_resolution=auto_max_resolution(scene, lo, hi, bounded, cfg.max_resolution, cfg.base_resolution),
+            max_resolution=auto_max_resolution(scene, lo, hi, bounded, cfg.max_resolution, cfg.base_resolution,
+                                               cfg.cells_per_pixel),
             num_images=len(scene.train_idx),
             background=None if scene.background is None else [float(v) for v in scene.background],
             near_plane=float(cfg.near_plane * radius), far_plane=float(cfg.far_plane * radius),
