@@ -24,7 +24,8 @@ def test_nerf_trains_evals_exports_and_renders_through_the_loop(tmp_path, capsys
     # The cpu preset at a tiny size: 40 steps of 256 rays on 20x15 images.
     cfg, _ = parse_train_args(["demo", "--method", "nerf", "--preset", "cpu", "--output", str(out),
                                "--downscale", "8", "--steps", "40", "--rays-per-batch", "256",
-                               "--log-every", "10", "--checkpoint-every", "20", "--no-save-renders"])
+                               "--log-every", "10", "--checkpoint-every", "20", "--no-save-renders",
+                               "--appearance-dim", "4"])  # explicit: the bounded demo has none by default
     assert isinstance(cfg, NerfConfig) and cfg.preset == "cpu" and cfg.rgb_loss == "mse"
     steps: list[StepDone] = []
     bus = EventBus()
