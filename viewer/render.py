@@ -141,15 +141,21 @@ def render_frame(renderer, cam: ViewCamera, width: int, height: int, settings: R
 
 
 class AdaptiveResolution:
-    """Picks the render scale while the camera moves, from measured render time.
+    """Picks the render scale while the camera moves, from measured frame time.
 
-    Render time is close to linear in pixels, so it keeps an EMA of seconds per pixel
-    and asks for as many pixels as fit the frame budget (1 / target_fps). When the
-    camera has been still for `settle_s`, the full-resolution frame is due.
+    A frame's time (render plus JPEG encode: all the worker spends on it) is close to
+    linear in pixels, so it keeps an EMA of seconds per pixel and asks for as many pixels
+    as fit the frame budget (1 / target_fps). A fixed cost per frame (launches, Python)
+    makes small frames dearer per pixel than the fit says; the sizes still converge to
+    where a frame takes the budget (the EMA is then linear in itself, with factor
+    0.7 + 0.3 * fixed cost / budget < 1), as long as that cost is under the budget.
+    `min_scale` of the long side (1/16: 1/256 of the pixels) keeps the rate for a renderer
+    up to ~250 budgets a full frame (a NeRF on CPU; a splat on GPU needs none of it).
+    When the camera has been still for `settle_s`, the full-resolution frame is due.
     """
 
     def __init__(self, target_fps: float = 12.0, settle_s: float = 0.3,
-                 min_scale: float = 0.125, first_scale: float = 0.125):
+                 min_scale: float = 1.0 / 16, first_scale: float = 0.125):
         self.target_fps = target_fps
         self.settle_s = settle_s
         self.min_scale = min_scale
