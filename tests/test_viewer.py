@@ -95,15 +95,15 @@ def test_adaptive_resolution_targets_frame_budget():
     assert pol.is_still(0.0, now=0.31) and not pol.is_still(0.0, now=0.1)
 
 
-def _settle(pol, seconds_for, full_px, frames=40):
-    """Run `frames` moving frames of a renderer whose frame takes seconds_for(pixels);
-    returns the last frame's (seconds, scale)."""
+def _settle(pol, seconds_for, full_px, frames=40, overhead=0.0):
+    """Run `frames` moving frames of a renderer whose frame takes seconds_for(pixels),
+    `overhead` seconds apart; returns the last frame's (seconds from send to send, scale)."""
     for _ in range(frames):
         scale = pol.moving_scale(full_px)
         px = max(1, round(full_px * scale * scale))
         t = seconds_for(px)
-        pol.observe(t, px)
-    return t, scale
+        pol.observe(t, px, overhead=overhead)
+    return t + overhead, scale
 
 
 @pytest.mark.parametrize("full_frame_budgets", [40.0, 150.0])
@@ -112,7 +112,8 @@ def test_adaptive_resolution_tracks_target_for_a_slow_renderer(full_frame_budget
     pixel than splats) plus a fixed cost of 1/5 budget per frame: the moving frames
     settle at the target rate (within 5%) whatever the first guess, at a scale below the
     old floor of 1/8 of the long side (at that floor the 150-budget renderer would run at
-    1/2.3 of the target)."""
+    1/2.3 of the target). With 1/4 budget of overhead between frames on top (measured by
+    the session), sent frames still keep the rate."""
     target, full_px = 20.0, 1024 * 576
     budget = 1.0 / target
     b = full_frame_budgets * budget / full_px
@@ -121,6 +122,8 @@ def test_adaptive_resolution_tracks_target_for_a_slow_renderer(full_frame_budget
     t, scale = _settle(pol, cost, full_px)
     assert abs(1.0 / t - target) / target < 0.05, (1.0 / t, scale)
     assert scale < 0.5
+    t, scale2 = _settle(AdaptiveResolution(target_fps=target), cost, full_px, overhead=0.25 * budget)
+    assert abs(1.0 / t - target) / target < 0.05 and scale2 < scale, (1.0 / t, scale2)
     if full_frame_budgets == 150.0:
         assert scale < 0.125 and cost(full_px / 64) > 2 * budget
     # A fast renderer (full frame in a third of the budget) moves at full resolution.
@@ -177,10 +180,19 @@ def test_frame_budget_counts_the_jpeg_encode(monkeypatch):
     s.policy = AdaptiveResolution(target_fps=20.0, settle_s=60.0)
     s._last_key = s._last_full_key = None
     s._last_sent, s.frames_sent = 0.0, 0
+    s._last_moving, s._moved_since = False, None
     s._step()
     assert sent == [(48, 64, 3)]  # the first moving frame: 1/8 of 512
     assert s.policy.s_per_px >= 0.05 / (64 * 48)
     assert s.policy.moving_scale(512 * 384) <= 0.13  # 50 ms for 3072 px against a 50 ms budget
+    # The camera moves right after that frame, but the worker only gets to it 0.1 s later:
+    # that wait is per-frame overhead, measured and taken off the next frames' budget.
+    assert s.policy.overhead == 0.0
+    s._on_camera(None)
+    Cam.position = np.array([0.1, 0, -4.0])
+    _time.sleep(0.1)
+    s._step()
+    assert len(sent) == 2 and 0.3 * 0.1 <= s.policy.overhead < 0.3 * 0.1 + 0.03, s.policy.overhead
 
 
 def test_degenerate_camera_from_a_client_is_skipped(caplog):
