@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from splatlab.scenes.geometry import (
-    OPENGL_TO_OPENCV, fov_to_focal, look_at, quat_to_rotmat, rotmat_to_quat, up_direction,
+    OPENGL_TO_OPENCV, focus_point, fov_to_focal, look_at, quat_to_rotmat, rotmat_to_quat, up_direction,
 )
 
 from .errors import UserError
@@ -48,18 +48,6 @@ def _cameras(c2w: np.ndarray, fx, fy, cx, cy, width: int, height: int):
         width=torch.full((n,), int(width), dtype=torch.long),
         height=torch.full((n,), int(height), dtype=torch.long),
     )
-
-
-def focus_point(c2w: np.ndarray) -> np.ndarray:
-    """The point nearest (least squares) to all optical axes; the mean camera centre
-    when the axes are (nearly) parallel."""
-    o, d = c2w[:, :3, 3], c2w[:, :3, 2]
-    d = d / np.linalg.norm(d, axis=-1, keepdims=True)
-    P = np.eye(3)[None] - d[:, :, None] * d[:, None, :]
-    A, b = P.sum(0), (P @ o[:, :, None]).sum(0)[:, 0]
-    if np.linalg.cond(A) > 1e6:
-        return o.mean(0)
-    return np.linalg.solve(A, b)
 
 
 def _out_size(cams, width: Optional[int], height: Optional[int]) -> tuple[int, int, float]:

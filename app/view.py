@@ -10,7 +10,7 @@ from .errors import UserError
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    # Four flags: plain argparse keeps `splatlab view --help` instant (no tyro/torch import).
+    # A few flags: plain argparse keeps `splatlab view --help` instant (no tyro/torch import).
     p = argparse.ArgumentParser(prog="splatlab view", description=__doc__)
     p.add_argument("target", nargs="+", help="run folder, checkpoint (.pt), 3DGS .ply (INRIA, gsplat, nerfstudio, "
                    "splatlab) or .spz; given several (a glob such as runs/demo-*/), the newest")
@@ -18,6 +18,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if taken)")
     p.add_argument("--client-splats", action="store_true",
                    help="send the Gaussians to the browser (colour only) instead of rendering here")
+    p.add_argument("--max-res", type=int, default=None, metavar="PX",
+                   help="long side of a still frame, 128..4096 (default 1024 on a GPU, 512 on CPU; the "
+                        "Max resolution slider). A NeRF on CPU renders a few thousand rays/s: try 128")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="also accept browsers on this page origin, e.g. http://localhost:9000 for an SSH "
                         "tunnel (repeatable; by default only this viewer's own address is accepted)")
@@ -83,7 +86,8 @@ def run(argv: list[str]) -> int:
             loaded.renderer, cameras=loaded.cameras(), points=_initial_points(loaded),
             host=args.host, port=args.port, client_splats=args.client_splats,
             crop_path=crop_path, background=sj.get("background"),
-            normalization=loaded.normalization, allow_origins=tuple(args.allow_origin), block=False,
+            normalization=loaded.normalization, allow_origins=tuple(args.allow_origin), max_res=args.max_res,
+            block=False,
         )
     except OSError as e:
         raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror or e})") from None

@@ -135,6 +135,20 @@ def focal_to_fov(focal: float, size: float | int) -> float:
     return 2.0 * math.atan(0.5 * float(size) / float(focal))
 
 
+def focus_point(c2w) -> np.ndarray:
+    """C 4 4 camera-to-world matrices (OpenCV axes) -> 3: the point nearest (least
+    squares) to all optical axes; the mean camera centre when the axes are (nearly)
+    parallel."""
+    c2w = np.asarray(c2w, dtype=np.float64).reshape(-1, 4, 4)
+    o, d = c2w[:, :3, 3], c2w[:, :3, 2]
+    d = d / np.linalg.norm(d, axis=-1, keepdims=True)
+    P = np.eye(3)[None] - d[:, :, None] * d[:, None, :]
+    A, b = P.sum(0), (P @ o[:, :, None]).sum(0)[:, 0]
+    if np.linalg.cond(A) > 1e6:
+        return o.mean(0)
+    return np.linalg.solve(A, b)
+
+
 def up_direction(camtoworlds) -> Optional[np.ndarray]:
     """The scene's up (unit, 3): the mean of the cameras' up vectors (-y in OpenCV axes),
     right for captures taken upright. None when they cancel out (or there are none).
@@ -289,6 +303,6 @@ def box_corners(lo, hi) -> Float[np.ndarray, "8 3"]:
 
 __all__ = [
     "OPENCV_TO_OPENGL", "OPENGL_TO_OPENCV", "Box", "Normalization", "box_corners", "covariances",
-    "focal_to_fov", "fov_to_focal", "look_at", "quat_multiply", "quat_to_rotmat", "rotmat_to_quat",
+    "focal_to_fov", "focus_point", "fov_to_focal", "look_at", "quat_multiply", "quat_to_rotmat", "rotmat_to_quat",
     "up_direction",
 ]

@@ -133,14 +133,22 @@ def _region(img: np.ndarray, size) -> np.ndarray:
 
 
 def _expected(model, scene, cam_index, size):
-    from splatlab.viewer.render import RenderSettings, ViewCamera, render_frame, rotmat_to_quat
-
-    c2w = scene.cameras.camtoworlds[cam_index].double().numpy()
-    fov = 2 * np.arctan(0.5 * float(scene.cameras.height[cam_index]) / float(scene.cameras.fy[cam_index]))
-    cam = ViewCamera.from_viser(rotmat_to_quat(c2w[:3, :3]), c2w[:3, 3], fov, VIEWPORT["width"], VIEWPORT["height"])
     from splatlab.renderers.splat import SplatRenderer
+    from splatlab.viewer.render import RenderSettings
 
-    img = render_frame(SplatRenderer(model), cam, size[0], size[1], RenderSettings(sh_degree=1, background=scene.background))
+    return _server_render(SplatRenderer(model), scene.cameras, cam_index, size,
+                          RenderSettings(sh_degree=1, background=scene.background))
+
+
+def _server_render(renderer, cameras, cam_index, size, settings):
+    """The REGION of `renderer`'s frame (size W, H) from training camera `cam_index`, as
+    the viewer renders it for a page opened at that camera."""
+    from splatlab.viewer.render import ViewCamera, render_frame, rotmat_to_quat
+
+    c2w = cameras.camtoworlds[cam_index].double().numpy()
+    fov = 2 * np.arctan(0.5 * float(cameras.height[cam_index]) / float(cameras.fy[cam_index]))
+    cam = ViewCamera.from_viser(rotmat_to_quat(c2w[:3, :3]), c2w[:3, 3], fov, VIEWPORT["width"], VIEWPORT["height"])
+    img = render_frame(renderer, cam, size[0], size[1], settings)
     x0, y0, x1, y1 = REGION
     sx, sy = size[0] / VIEWPORT["width"], size[1] / VIEWPORT["height"]
     return img.astype(np.float32)[round(y0 * sy):round(y1 * sy), round(x0 * sx):round(x1 * sx)]
@@ -204,6 +212,75 @@ def test_first_frame_fast_then_matches_server_render(demo, browser):
         assert wrong > 2 * mae + 8.0
     finally:
         page.close()
+
+
+# The NeRF run: `splatlab train demo --method nerf --preset cpu` cut to 30 steps of 256 rays
+# with 8 samples a round, so that both the training and a 128x96 frame (12k rays) take
+# seconds on a busy CPU (a 512x384 frame of the full preset takes about a minute).
+NERF_TRAIN = ["--preset", "cpu", "--downscale", "8", "--steps", "30", "--rays-per-batch", "256",
+              "--proposal-samples-1", "16", "--proposal-samples-2", "8", "--nerf-samples", "8",
+              "--log-every", "10", "--checkpoint-every", "30", "--no-save-renders"]
+NERF_MAX_RES = 128
+
+
+@pytest.fixture(scope="module")
+def nerf(tmp_path_factory):
+    _need_browser()
+    from splatlab.app.cli import main
+
+    run = tmp_path_factory.mktemp("viewer-nerf") / "run"
+    t0 = time.monotonic()
+    assert main(["train", "demo", "--method", "nerf", "--output", str(run), *NERF_TRAIN]) == 0
+    print(f"\nNeRF run trained in {time.monotonic() - t0:.1f} s")
+    view = ViewProcess(run, _free_port(), run.parent / "view.log", extra=("--max-res", str(NERF_MAX_RES)))
+    yield run, view
+    view.stop()
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255.0**2 / max(float(((a - b) ** 2).mean()), 1e-10)))
+
+
+def test_nerf_run_frame_matches_server_render(nerf, browser):
+    """`splatlab view` on a NeRF run folder: the frame Chromium shows is the NeRF
+    renderer's own render of the page's camera (the run's first training camera)."""
+    from splatlab.app.runs import load_target
+    from splatlab.renderers.nerf import NerfRenderer
+    from splatlab.viewer.render import RenderSettings
+
+    run, view = nerf
+    page = browser.new_page(viewport=VIEWPORT)
+    try:
+        before = len(view.frames())
+        page.goto(view.url)
+        shot, size = _new_full_frame(view, page, before, timeout=90.0)
+        assert size == (NERF_MAX_RES, NERF_MAX_RES * 3 // 4), size
+        frames = view.frames()[before:]
+        assert frames[0][3] == "moving" and frames[0][1] < size[0], "first frame should be reduced resolution"
+    finally:
+        page.close()
+    loaded = load_target(run)
+    assert isinstance(loaded.renderer, NerfRenderer)
+    settings = RenderSettings(background=tuple(loaded.scene_json["background"]))
+    cams = loaded.cameras()
+    got = _region(shot, size)
+    want = _server_render(loaded.renderer, cams, 0, size, settings)
+    # The other camera: the training view farthest around the orbit from camera 0.
+    c = cams.camtoworlds[:, :3, 3].double().numpy()
+    far = int(np.argmax(np.linalg.norm(c - c[0], axis=-1)))
+    other = _server_render(loaded.renderer, cams, far, size, settings)
+    same, wrong = _psnr(got, want), _psnr(got, other)
+    mae = float(np.abs(got - want).mean())
+    print(f"PSNR vs the NeRF's server render of the same camera: {same:.1f} dB (MAE {mae:.2f}/255); "
+          f"of camera {far}: {wrong:.1f} dB")
+    # JPEG q92 and the browser's stretch of a 128x96 frame to 800x600 (resampled back
+    # here) cost this smooth frame ~48 dB; 42 dB (2/255 RMS) leaves room for them. A
+    # 30-step NeRF is blurry and looks alike from every side (~38 dB between the two
+    # cameras), so the bound is checked to reject the other camera's render: if it did
+    # not, this test could not tell a wrong view from the right one.
+    assert same >= 42.0, same
+    assert wrong < 42.0 and wrong <= same - 6.0, (same, wrong)
+    assert "Traceback" not in view.log.read_text()
 
 
 def test_moving_camera_changes_image_and_two_pages_and_close(demo, browser):

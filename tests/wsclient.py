@@ -38,9 +38,11 @@ def decode_batch(raw: bytes) -> list[dict]:
 
 
 class ViserTestClient:
-    """Connects to ws://host:port with viser's subprotocol; `frames` counts background images."""
+    """Connects to ws://host:port with viser's subprotocol; `frames` counts background images.
+    With `record_sizes`, `sizes` lists each frame's (W, H) and `last_image` holds the newest
+    encoded frame."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0):
+    def __init__(self, host: str, port: int, timeout: float = 10.0, record_sizes: bool = False):
         import viser
         from websockets.sync.client import connect
 
@@ -48,6 +50,9 @@ class ViserTestClient:
                           open_timeout=timeout, max_size=None)
         self.frames = 0
         self.frame_times: list[float] = []
+        self.record_sizes = record_sizes
+        self.sizes: list[tuple[int, int]] = []
+        self.last_image: Optional[bytes] = None
 
     def send_camera(self, wxyz, position, fov: float, width: int, height: int, **kw) -> None:
         self.ws.send(camera_message(wxyz, position, fov, width, height, **kw))
@@ -74,6 +79,13 @@ class ViserTestClient:
                     got += 1
                     self.frames += 1
                     self.frame_times.append(time.monotonic())
+                    if self.record_sizes:
+                        import io
+
+                        from PIL import Image
+
+                        self.last_image = bytes(m["rgb_data"])
+                        self.sizes.append(Image.open(io.BytesIO(self.last_image)).size)
 
     def wait_frame(self, timeout: float) -> Optional[float]:
         """Seconds until the next background frame, or None on timeout."""

@@ -33,6 +33,7 @@ def serve(
     background: Optional[tuple[float, float, float]] = None,
     normalization: Optional["Normalization"] = None,
     allow_origins: tuple[str, ...] = (),
+    max_res: Optional[int] = None,
     block: bool = True,
 ) -> "ViewerServer":
     """Start the viewer on http://host:port (the next free port if taken).
@@ -44,7 +45,8 @@ def serve(
     `normalization` is given). `background` (RGB in [0, 1]) is the initial render
     background. Only pages served by this viewer (on its own host and port) may connect;
     `allow_origins` adds others (e.g. "http://localhost:9000" for an SSH tunnel). At most
-    `security.MAX_CLIENTS` browsers at once. A non-loopback `host` prints a warning to stderr. With `block=False` it returns the running `ViewerServer`
+    `security.MAX_CLIENTS` browsers at once. `max_res` is the initial long side of a still frame
+    (the GUI slider; default 1024 on a GPU, 512 on CPU). A non-loopback `host` prints a warning to stderr. With `block=False` it returns the running `ViewerServer`
     (`.url`, `.port`, `.stop()`); with `block=True` it serves until Ctrl-C.
     """
     from .server import ViewerServer, warn_if_exposed
@@ -52,7 +54,7 @@ def serve(
     server = ViewerServer(
         renderer=renderer, feed=feed, cameras=cameras, points=points, host=host, port=port,
         client_splats=client_splats, crop_path=crop_path, background=background,
-        normalization=normalization, allow_origins=tuple(allow_origins),
+        normalization=normalization, allow_origins=tuple(allow_origins), max_res=max_res,
     )
     warn_if_exposed(host, server.port)
     if block:

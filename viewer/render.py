@@ -141,30 +141,45 @@ def render_frame(renderer, cam: ViewCamera, width: int, height: int, settings: R
 
 
 class AdaptiveResolution:
-    """Picks the render scale while the camera moves, from measured render time.
+    """Picks the render scale while the camera moves, from measured frame time.
 
-    Render time is close to linear in pixels, so it keeps an EMA of seconds per pixel
-    and asks for as many pixels as fit the frame budget (1 / target_fps). When the
-    camera has been still for `settle_s`, the full-resolution frame is due.
+    A frame's time (render plus JPEG encode) is close to linear in pixels, so it keeps an
+    EMA of seconds per pixel and asks for as many pixels as fit the frame budget: 1 /
+    target_fps less the EMA of the `overhead` between frames that no size changes (the
+    worker's loop, waiting for the GIL while the previous frame is sent), so that sent
+    frames, not renders, keep the rate. A fixed cost per frame inside the render (launches)
+    makes small frames dearer per pixel than the fit says; the sizes still converge to
+    where a frame takes the budget (the EMA is then linear in itself, with factor
+    0.7 + 0.3 * fixed cost / budget < 1), as long as that cost is under the budget.
+    `min_scale` of the long side (1/16: 1/256 of the pixels) keeps the rate for a renderer
+    up to ~250 budgets a full frame (a NeRF on CPU; a splat on GPU needs none of it).
+    When the camera has been still for `settle_s`, the full-resolution frame is due.
     """
 
     def __init__(self, target_fps: float = 12.0, settle_s: float = 0.3,
-                 min_scale: float = 0.125, first_scale: float = 0.125):
+                 min_scale: float = 1.0 / 16, first_scale: float = 0.125):
         self.target_fps = target_fps
         self.settle_s = settle_s
         self.min_scale = min_scale
         self.first_scale = first_scale
         self.s_per_px: Optional[float] = None
+        self.overhead = 0.0
 
-    def observe(self, seconds: float, pixels: int) -> None:
+    def observe(self, seconds: float, pixels: int, overhead: Optional[float] = None) -> None:
+        """A frame of `pixels` took `seconds` (render + encode), after `overhead` seconds
+        between the previous moving frame and this one (None: not measured)."""
         v = seconds / max(pixels, 1)
         self.s_per_px = v if self.s_per_px is None else 0.7 * self.s_per_px + 0.3 * v
+        if overhead is not None and math.isfinite(overhead):
+            self.overhead = 0.7 * self.overhead + 0.3 * max(overhead, 0.0)
 
     def moving_scale(self, full_pixels: int) -> float:
         """Scale (0..1] of the long side for a frame while moving."""
         if self.s_per_px is None:
             return self.first_scale
-        budget_px = (1.0 / self.target_fps) / self.s_per_px
+        # At least a quarter of the frame time stays for the frame itself.
+        budget = max(1.0 / self.target_fps - self.overhead, 0.25 / self.target_fps)
+        budget_px = budget / self.s_per_px
         return float(min(1.0, max(self.min_scale, math.sqrt(budget_px / max(full_pixels, 1)))))
 
     def is_still(self, last_move: float, now: Optional[float] = None) -> bool:
