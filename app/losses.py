@@ -52,8 +52,8 @@ def photometric_loss(
 
 def batch_loss(out_rgb: Tensor, batch, rgb_loss: str, ssim_lambda: float) -> tuple[Tensor, Tensor]:
     """The loop's photometric loss for a `Batch`: `rgb_loss` (l1 | mse) over the pixels
-    where `batch.mask` is 1, plus SSIM for image batches (masked pixels set to the ground truth). Rays come
-    back as C=1, H=1, W=R. Returns (loss, detached mse for the train PSNR)."""
+    where `batch.mask` is 1, plus SSIM for image batches (over the windows that see no
+    masked pixel). Rays come back as C=1, H=1, W=R. Returns (loss, detached mse for the train PSNR)."""
     gt = batch.gt
     rgb = out_rgb.reshape(gt.shape)
     if batch.kind == "image" and batch.mask is None:
@@ -68,9 +68,8 @@ def batch_loss(out_rgb: Tensor, batch, rgb_loss: str, ssim_lambda: float) -> tup
         denom = w.sum().clamp_min(1.0)
         loss, mse = (per_px * w).sum() / denom, (sq * w).sum() / denom
     if batch.kind == "image" and ssim_lambda > 0:
-        if batch.mask is not None:
-            # Masked pixels take the ground truth's value: SSIM gets no signal from them either.
-            rgb = torch.where(batch.mask > 0, rgb, gt)
-        s = _ssim.ssim_map(rgb.permute(0, 3, 1, 2).contiguous(), gt.permute(0, 3, 1, 2).contiguous()).mean()
+        # Here the image batch has a mask (unmasked ones took the fused path above).
+        s = _ssim.masked_mean_ssim(rgb.permute(0, 3, 1, 2).contiguous(), gt.permute(0, 3, 1, 2).contiguous(),
+                                   batch.mask.permute(0, 3, 1, 2))
         loss = (1 - ssim_lambda) * loss + ssim_lambda * (1 - s)
     return loss, mse

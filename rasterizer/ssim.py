@@ -18,7 +18,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Float, Shaped
 from torch import Tensor
 
 SSIM_WINDOW = 11
@@ -60,6 +60,21 @@ def ssim(img: Float[Tensor, "B H W C"], gt: Float[Tensor, "B H W C"]) -> Float[T
     """Per-image mean SSIM of channels-last images."""
     m = ssim_map(img.permute(0, 3, 1, 2), gt.permute(0, 3, 1, 2))
     return m.flatten(1).mean(1)
+
+
+def masked_mean_ssim(
+    x: Float[Tensor, "B C H W"], y: Float[Tensor, "B C H W"], keep: Shaped[Tensor, "B 1 H W"],
+) -> Tensor:
+    """Mean SSIM over the valid window positions whose whole 11x11 window holds kept
+    pixels (`keep` > 0) only; 1 where no window is whole. A window that reaches a masked
+    pixel is left out, not patched: the masked pixels of either image then change neither
+    the value nor the gradient (compositing one image into the other there still lets
+    them shift the windows' means and variances at the mask's border)."""
+    m = ssim_map(x, y)
+    # min-pool = erosion of the kept region by the window, at the valid positions only
+    whole = -F.max_pool2d(-(keep > 0).to(m.dtype), SSIM_WINDOW, stride=1)
+    n = whole.sum() * m.shape[1]
+    return torch.where(n > 0, (m * whole).sum() / n.clamp_min(1), torch.ones_like(n))
 
 
 def photometric_loss_torch(
@@ -131,6 +146,6 @@ def warm_up(height: int, width: int, device: torch.device | str, ssim_lambda: fl
     return True
 
 
-__all__ = ["warm_up", "SSIM_WINDOW", "SSIM_SIGMA", "SSIM_C1", "SSIM_C2", "gauss_1d", "ssim_map", "ssim",
+__all__ = ["warm_up", "SSIM_WINDOW", "SSIM_SIGMA", "SSIM_C1", "SSIM_C2", "gauss_1d", "ssim_map", "masked_mean_ssim", "ssim",
            "photometric_loss", "photometric_loss_torch", "fused_supported", "triton_available",
            "RgbLoss", "LossBackend"]

@@ -200,6 +200,7 @@ class Cylinder:
     radius: float
     height: float
     seed: int
+    colors: tuple[tuple[float, float, float], tuple[float, float, float]] = ((0.15, 0.6, 0.25), (0.95, 0.85, 0.3))
 
     def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
         c = np.asarray(self.center)
@@ -233,7 +234,7 @@ class Cylinder:
         c = np.asarray(self.center)
         ang = np.arctan2(p[:, 1] - c[1], p[:, 0] - c[0])
         bands = (np.floor(p[:, 2] / 0.1) + np.floor(ang / (np.pi / 5))) % 2
-        return _noisy(_mix((0.15, 0.6, 0.25), (0.95, 0.85, 0.3), bands), p, self.seed)
+        return _noisy(_mix(self.colors[0], self.colors[1], bands), p, self.seed)
 
     def tessellate(self) -> tuple[np.ndarray, np.ndarray]:
         c = np.asarray(self.center)
@@ -382,7 +383,8 @@ def sample_points(cameras: Cameras, views: list[int], num: int, seed: int) -> tu
 VARIANTS = {
     "exposure": "per-image exposure (+-0.7 stops) and white-balance gains on the training views",
     "noisy-poses": "training poses rotated 1 degree and shifted 1% of the extent (true poses in meta)",
-    "distractor": "a ball in half the training views only, covered by masks; test views never show it",
+    "distractor": "a passer-by (about a quarter of the frame, somewhere else in each) in 3 of 4 "
+                  "training views, covered by masks; test views never show it",
     "zoom": "test views at a quarter of the training resolution (anti-aliased ground truth)",
 }
 POSE_NOISE_DEG = 1.0
@@ -427,14 +429,52 @@ def exposure_gains(num: int, train_idx: list[int], seed: int) -> np.ndarray:
     return out
 
 
-def distractor(i: int, eye: np.ndarray) -> Sphere:
-    """The transient object of training view i seen from `eye`: a ball between the camera
-    and the scene, somewhere else in every view (like a passer-by)."""
+# The passer-by: a person-sized opaque figure (body and head) 1.4-2.0 units in front of
+# the camera (the scene spans ~3.3 units across at the orbit's distance), so it hides
+# about a quarter of the frame (12-41%, mean 26% of the 42 views at 80x60), its centre
+# anywhere in the middle three quarters of the width. It stands clear of the scene's
+# objects and casts no shadow, so its masks cover exactly what it changes.
+PERSON_RADIUS = 0.3
+PERSON_HEIGHT = 1.5
+PERSON_DISTANCE = (1.4, 2.0)
+PERSON_COLORS = ((0.95, 0.1, 0.75), (0.1, 0.85, 0.9))
+
+
+def _footprints() -> list[tuple[np.ndarray, float]]:
+    """(xy centre, radius) of a circle around each object on the ground."""
+    out = []
+    for p in primitives():
+        if isinstance(p, (Sphere, Cylinder)):
+            out.append((np.asarray(p.center[:2]), p.radius))
+        elif isinstance(p, Box):
+            lo, hi = np.asarray(p.lo[:2]), np.asarray(p.hi[:2])
+            out.append(((lo + hi) / 2, float(np.linalg.norm(hi - lo)) / 2))
+    return out
+
+
+def distractor_views(train_idx: list[int]) -> list[int]:
+    """The training views the passer-by walks through: 3 of every 4."""
+    return [i for k, i in enumerate(train_idx) if k % 4 != 3]
+
+
+def distractor(i: int, eye: np.ndarray) -> list:
+    """The transient object of training view i seen from `eye`: a person (a capped
+    cylinder and a ball for the head) between the camera and the scene, somewhere else in
+    every view, seeded by the view."""
     rng = np.random.default_rng(1000 + i)
-    to_eye = np.asarray(eye, np.float64)[:2] - LOOK_AT[:2]
-    side = np.array([-to_eye[1], to_eye[0]]) / np.linalg.norm(to_eye)
-    x, y = LOOK_AT[:2] + rng.uniform(0.3, 0.45) * to_eye + rng.uniform(-0.5, 0.5) * side
-    return Sphere((float(x), float(y), 0.35), 0.3, ((0.95, 0.1, 0.75), (0.1, 0.85, 0.9)), seed=9)
+    eye = np.asarray(eye, np.float64)
+    to_eye = eye[:2] - LOOK_AT[:2]
+    u = to_eye / np.linalg.norm(to_eye)
+    side = np.array([-u[1], u[0]])
+    for _ in range(100):
+        dist = rng.uniform(*PERSON_DISTANCE)
+        half_width = dist * np.tan(np.deg2rad(27.5))  # the demo's default half field of view
+        x, y = eye[:2] - dist * u + rng.uniform(-0.75, 0.75) * half_width * side
+        if all(np.hypot(x - c[0], y - c[1]) > r + PERSON_RADIUS for c, r in _footprints()):
+            break
+    r, h = PERSON_RADIUS, PERSON_HEIGHT
+    return [Cylinder((float(x), float(y)), r, h, seed=9, colors=PERSON_COLORS),
+            Sphere((float(x), float(y), h + 0.5 * r), 0.65 * r, PERSON_COLORS[::-1], seed=10)]
 
 
 # ---- format interface -------------------------------------------------------------
@@ -486,7 +526,7 @@ def load(
     meta: dict = {}
     ss = [supersample] * C
     gains = None
-    transient: dict[int, Sphere] = {}
+    transient: dict[int, list] = {}
     if variant == "zoom":
         small = cams.scaled(1.0 / ZOOM_OUT)
         test = torch.zeros(C, dtype=torch.bool)
@@ -509,13 +549,14 @@ def load(
         meta["demo_variant"] = {"name": variant}
         meta["exposure_gains"] = gains.tolist()
     elif variant == "distractor":
-        transient = {i: distractor(i, true_c2w[i, :3, 3]) for k, i in enumerate(train_idx) if k % 2 == 0}
-        meta["demo_variant"] = {"name": variant}
+        transient = {i: distractor(i, true_c2w[i, :3, 3]) for i in distractor_views(train_idx)}
+        meta["demo_variant"] = {"name": variant, "distractor": "person",
+                                "height": PERSON_HEIGHT + 1.15 * PERSON_RADIUS, "width": 2 * PERSON_RADIUS}
         meta["distractor_views"] = sorted(transient)
 
     def loader(i: int) -> np.ndarray:
         prims = primitives()
-        extra = [transient[i]] if i in transient else []
+        extra = transient.get(i, [])
         # A passer-by casts no shadow: its masks cover exactly what it hides.
         rgb, _ = render_view(cams, i, ss=ss[i], prims=prims + extra, casters=prims,
                              c2w=true_c2w[i])
@@ -530,8 +571,8 @@ def load(
         if i not in transient:
             return np.full((hi, wi), 255, np.uint8)
         prims = primitives()
-        _, _, which = _render(cams, i, ss[i], prims + [transient[i]], prims, true_c2w[i])
-        hit = (which == len(prims)).reshape(hi, ss[i], wi, ss[i]).any((1, 3))
+        _, _, which = _render(cams, i, ss[i], prims + transient[i], prims, true_c2w[i])
+        hit = (which >= len(prims)).reshape(hi, ss[i], wi, ss[i]).any((1, 3))
         return np.where(hit, 0, 255).astype(np.uint8)
 
     scene = Scene(

@@ -170,13 +170,22 @@ def test_masks_follow_undistortion_and_downscale(tmp_path):
         assert s.images.mask(i).shape == s.images[i].shape[:2]
 
 
-def test_colmap_masks_folder(tmp_path):
+def test_colmap_masks_folder(tmp_path, capsys):
     write_colmap(tmp_path, n=4)
     truth = {f"img_{k:03d}.png": _mask(tmp_path / "masks" / f"img_{k:03d}.png.png", seed=k) for k in range(4)}
     s = load_scene(tmp_path)
     assert s.meta["masks"] == str(tmp_path / "masks")
     for i, name in enumerate(s.images.names):
         np.testing.assert_array_equal(s.images.mask(i), truth[name])
+    # a mask of another size than its image: one error line naming the mask file, from the CLI too
+    _mask(tmp_path / "masks" / "img_001.png.png", W, H - 6)
+    with pytest.raises(SceneError, match=f"mask is {W}x{H - 6} but its image img_001.png is {W}x{H}"):
+        load_scene(tmp_path)
+    capsys.readouterr()
+    assert main(["info", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and str(tmp_path / "masks" / "img_001.png.png") in err and "mask is" in err
+    _mask(tmp_path / "masks" / "img_001.png.png", seed=1)
     (tmp_path / "masks" / "img_002.png.png").unlink()
     with pytest.raises(SceneError, match="1 of 4 images have no mask"):
         load_scene(tmp_path)
