@@ -164,6 +164,26 @@ class Window:
         return loss / n, -10.0 * logmse / n, problem
 
 
+COLLAPSE_DB = 10.0
+
+
+class CollapseCheck:
+    """A run whose train PSNR falls `drop_db` below the best it reached has collapsed (a NeRF
+    whose densities all ran to their cap renders one colour, and never recovers): better to
+    stop there, keeping the last good checkpoint, than to train on for hours. Refinement
+    dips (opacity resets, relocation) cost a few dB, not ten."""
+
+    def __init__(self, drop_db: float = COLLAPSE_DB):
+        self.drop_db, self.best = drop_db, -math.inf
+
+    def update(self, psnr: float) -> Optional[str]:
+        """What went wrong, or None; `psnr` is one log window's train PSNR."""
+        if psnr < self.best - self.drop_db:
+            return f"the train PSNR fell from {self.best:.1f} to {psnr:.1f} dB"
+        self.best = max(self.best, psnr)
+        return None
+
+
 class Stopwatch:
     """Training time only: paused around evaluation, checkpoints and viewer pauses.
     On CUDA it synchronises at pause/stop so queued GPU work is counted."""
@@ -261,6 +281,7 @@ class Bookkeeping:
         self.world, self.sharded = world, sharded
         self.stopwatch = Stopwatch(device)
         self.window = Window(device, world.mean if world.size > 1 else None)
+        self.collapse = CollapseCheck()
         self.prior_seconds, self.last_ckpt = prior_seconds, last_ckpt
         self.train_peak: Optional[float] = None  # peak memory of the training steps (GB)
 
@@ -282,12 +303,14 @@ class Bookkeeping:
         self.diverged(step, problem or "nothing the model renders depends on its parameters any more")
 
     def log(self, step: int, renderer: "Renderer", optimizers: dict, lrs: dict, where: str) -> None:
-        """Read the window back (the one sync), refuse NaN/Inf, emit StepDone."""
+        """Read the window back (the one sync), refuse NaN/Inf and a collapse, emit StepDone."""
         from .events import StepDone
 
         n = self.window.n
         loss, psnr, problem = self.window.read(optimizers)
         if problem:
+            self.diverged(step, f"{problem}; {where}")
+        if n and (problem := self.collapse.update(psnr)):
             self.diverged(step, f"{problem}; {where}")
         if n:
             t = self.stopwatch.now()

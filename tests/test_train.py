@@ -20,7 +20,7 @@ from splatlab.app import runs
 from splatlab.app.config import PRESETS, TrainConfig, config_from_json, preset
 from splatlab.app.errors import UserError
 from splatlab.app.events import EventBus, ModelUpdated, StepDone
-from splatlab.app.train import TrainingDiverged, parse_args, train
+from splatlab.app.train import CollapseCheck, TrainingDiverged, parse_args, train
 
 # Tiny but real: 40x30 demo views, 1,000 Gaussians, densification on.
 TINY = dict(downscale=4, init_max_points=600, sh_degree=1, sh_degree_interval=10,
@@ -257,3 +257,36 @@ def test_random_init_fills_the_scene_bounds(tmp_path):
     assert (means >= lo - 1e-6).all() and (means <= hi + 1e-6).all()
     # the box is filled, not a corner of it
     assert (means.max(0) - means.min(0) > 0.8 * (hi - lo)).all()
+
+
+def test_collapse_check_trips_only_on_a_fall_from_the_best():
+    c = CollapseCheck(10.0)
+    assert [c.update(p) for p in (12.0, 20.0, 26.0, 17.0, 16.5, 27.0)] == [None] * 6  # dips < 10 dB
+    assert c.best == 27.0
+    why = c.update(16.9)
+    assert why == "the train PSNR fell from 27.0 to 16.9 dB"
+
+
+def test_a_collapsed_run_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    """Finite but ruined (every Gaussian opaque magenta, as a NeRF whose densities all hit
+    their cap renders one colour): the loop stops at the next log step, one line, and the
+    last checkpoint is the good one before the collapse."""
+    bus = EventBus()
+    psnrs: list[float] = []
+    bus.subscribe(lambda e: psnrs.append(e.psnr), StepDone)
+
+    def ruin(e: ModelUpdated):
+        if e.step >= 16:
+            with torch.no_grad():
+                sp = e.renderer.model.splats
+                sp["opacities"].fill_(20.0)
+                sp["sh0"].copy_(torch.tensor([10.0, -10.0, 10.0]).expand_as(sp["sh0"]))
+
+    bus.subscribe(ruin, ModelUpdated)
+    cfg = tiny(tmp_path / "c", steps=40, log_every=5, checkpoint_every=5)
+    with pytest.raises(TrainingDiverged) as exc:
+        train(cfg, bus=bus)
+    msg = str(exc.value)
+    assert "\n" not in msg and "train PSNR fell from" in msg and "step_0000015.pt" in msg, (msg, psnrs)
+    assert len(psnrs) == 3  # steps 5, 10, 15; the collapsed window (20) stopped the run instead
+    assert sorted(p.name for p in (tmp_path / "c" / "checkpoints").glob("*.pt"))[-1] == "step_0000015.pt"
