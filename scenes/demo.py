@@ -383,7 +383,7 @@ def sample_points(cameras: Cameras, views: list[int], num: int, seed: int) -> tu
 VARIANTS = {
     "exposure": "per-image exposure (+-0.7 stops) and white-balance gains on the training views",
     "noisy-poses": "training poses rotated 1 degree and shifted 1% of the extent (true poses in meta)",
-    "distractor": "a passer-by (about a quarter of the frame, somewhere else in each) in 3 of 4 "
+    "distractor": "a passer-by (about a third of the frame, somewhere else in each) in 3 of 4 "
                   "training views, covered by masks; test views never show it",
     "zoom": "test views at a quarter of the training resolution (anti-aliased ground truth)",
 }
@@ -429,14 +429,14 @@ def exposure_gains(num: int, train_idx: list[int], seed: int) -> np.ndarray:
     return out
 
 
-# The passer-by: a person-sized opaque figure (body and head) 1.4-2.0 units in front of
+# The passer-by: a person-sized opaque figure (body and head) 1.3-1.8 units in front of
 # the camera (the scene spans ~3.3 units across at the orbit's distance), so it hides
-# about a quarter of the frame (12-41%, mean 26% of the 42 views at 80x60), its centre
+# about a third of the frame (15-50%, mean 34% of the 42 views at 80x60), its centre
 # anywhere in the middle three quarters of the width. It stands clear of the scene's
 # objects and casts no shadow, so its masks cover exactly what it changes.
-PERSON_RADIUS = 0.3
+PERSON_RADIUS = 0.35
 PERSON_HEIGHT = 1.5
-PERSON_DISTANCE = (1.4, 2.0)
+PERSON_DISTANCE = (1.3, 1.8)
 PERSON_COLORS = ((0.95, 0.1, 0.75), (0.1, 0.85, 0.9))
 
 

@@ -259,7 +259,7 @@ def test_demo_variants_load_by_name_and_record_what_they_change():
 
 
 def test_demo_distractor_masks_cover_exactly_the_transient_object():
-    """A passer-by in 3 of 4 training views, hiding about a quarter of each at another
+    """A passer-by in 3 of 4 training views, hiding about a third of each at another
     place; the masks cover exactly the pixels it changes; test views never show it."""
     from splatlab.scenes import load_scene
 
@@ -275,7 +275,7 @@ def test_demo_distractor_masks_cover_exactly_the_transient_object():
         cover.append((m == 0).mean())
         centre_x.append(np.nonzero(m == 0)[1].mean() / m.shape[1])
     cover = np.array(cover)
-    assert cover.min() > 0.08 and cover.max() < 0.5 and 0.2 < cover.mean() < 0.32
+    assert cover.min() > 0.1 and cover.max() < 0.6 and 0.28 < cover.mean() < 0.4
     assert np.std(centre_x) > 0.1  # somewhere else in each view, not always mid-frame
     for i in views[:4]:
         img, ref, m = dis.images[i], plain.images[i], dis.images.mask(i)
