@@ -116,7 +116,7 @@ PRESETS: dict[str, tuple[str, NerfConfig]] = {
     "default": _preset("30k steps of 4096 rays: nerfacto's field and proposal sampler.",
                        steps=30_000, checkpoint_every=5000, log_every=100),
     "fast": _preset("12k steps of 8192 rays: the 5-minute GPU schedule.",
-                    steps=12_000, rays_per_batch=8192, checkpoint_every=12_000, log_every=100),
+                    steps=12_000, rays_per_batch=8192, checkpoint_every=3000, log_every=100),
     "cpu": _preset(
         "The demo on a CPU: a small grid, few samples, 800 steps of 1024 rays at half resolution.",
         steps=800, downscale=2, rays_per_batch=1024, hash_levels=8, hash_log2_size=15,
