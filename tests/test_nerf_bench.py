@@ -77,3 +77,25 @@ def test_a_short_demo_run_gives_a_rising_curve(tmp_path, capsys):
     assert points[1][2] == pytest.approx(json.loads((run / "metrics.json").read_text())["psnr"])
     out = capsys.readouterr().out
     assert "5.00 dB: step 20" in out and "99.00 dB: not reached" in out
+
+
+def test_probe_reports_a_field_at_the_density_cap():
+    import dataclasses
+
+    import torch
+
+    import nerf_probe
+    from splatlab.renderers.nerf import PRESETS, NerfRenderer
+    from splatlab.scenes import demo
+
+    scene = demo.load(None, width=24, height=18, num_views=6, num_points=200)
+    cfg = dataclasses.replace(PRESETS["cpu"][1], hash_levels=4, hash_log2_size=10, max_resolution=32,
+                              proposal_levels=2, proposal_log2_size=8, hidden_dim=16, color_hidden_dim=16)
+    r = NerfRenderer.build(scene, cfg, "cpu")
+    fresh = nerf_probe.probe(r, points=2000)
+    assert fresh["field"]["at the cap"] == 0 and fresh["field"]["density max"] < 10  # e^(~0 - 1) at init
+    with torch.no_grad():
+        r.field.density_mlp[-1].bias[0] = 100.0  # pre-activation far above the cap everywhere
+    ruined = nerf_probe.probe(r, points=2000)
+    assert ruined["field"]["at the cap"] == 1.0 and ruined["field"]["density min"] >= torch.e ** 29
+    assert ruined["proposal 1"] == fresh["proposal 1"]  # the proposals were not touched
