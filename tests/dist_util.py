@@ -25,6 +25,9 @@ def _entry(rank: int, fn, size: int, port: int, args: tuple, backend: str) -> No
     dist.init_process_group(backend, rank=rank, world_size=size)
     try:
         fn(rank, size, *args)
+        # Every rank done before any tears its group down: gloo destroyed while a peer still
+        # talks to it aborts the process ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
