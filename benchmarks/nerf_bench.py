@@ -71,7 +71,6 @@ def write_subset(src: Path, dst: Path, every: int) -> int:
         if not (src / name).is_file():
             raise SystemExit(f"--from {src}: no {name} (not a Blender scene)")
     dst.mkdir(parents=True, exist_ok=True)
-    kept = 0
     for split in ("train", "test"):
         meta = json.loads((src / f"transforms_{split}.json").read_text())
         frames = meta["frames"] if split == "train" else meta["frames"][::max(every, 1)]
@@ -82,9 +81,8 @@ def write_subset(src: Path, dst: Path, every: int) -> int:
                 raise SystemExit(f"--from {src}: frame {f['file_path']} has no image")
             (dst / matches[0].relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(matches[0], dst / matches[0].relative_to(src))
-        kept = len(frames) if split == "test" else kept
         (dst / f"transforms_{split}.json").write_text(json.dumps({**meta, "frames": frames}, indent=1))
-    return kept
+    return len(frames)  # the test split's, the last written
 
 
 def main(argv: list[str]) -> int:

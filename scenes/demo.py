@@ -34,6 +34,7 @@ AMBIENT = 0.38
 GROUND_HALF = 1.5
 ORBIT_RADIUS = 3.2
 LOOK_AT = np.array([0.0, 0.0, 0.3])
+FOV_X_DEG = 55.0  # the default horizontal field of view of the orbit's cameras
 
 
 # ---- procedural textures ----------------------------------------------------------
@@ -466,11 +467,12 @@ def distractor(i: int, eye: np.ndarray) -> list:
     to_eye = eye[:2] - LOOK_AT[:2]
     u = to_eye / np.linalg.norm(to_eye)
     side = np.array([-u[1], u[0]])
+    footprints = _footprints()
     for _ in range(100):
         dist = rng.uniform(*PERSON_DISTANCE)
-        half_width = dist * np.tan(np.deg2rad(27.5))  # the demo's default half field of view
+        half_width = dist * np.tan(np.deg2rad(0.5 * FOV_X_DEG))
         x, y = eye[:2] - dist * u + rng.uniform(-0.75, 0.75) * half_width * side
-        if all(np.hypot(x - c[0], y - c[1]) > r + PERSON_RADIUS for c, r in _footprints()):
+        if all(np.hypot(x - c[0], y - c[1]) > r + PERSON_RADIUS for c, r in footprints):
             break
     r, h = PERSON_RADIUS, PERSON_HEIGHT
     return [Cylinder((float(x), float(y)), r, h, seed=9, colors=PERSON_COLORS),
@@ -494,7 +496,7 @@ def load(
     height: int = 120,
     num_views: int = 64,
     num_points: int = 4000,
-    fov_x_deg: float = 55.0,
+    fov_x_deg: float = FOV_X_DEG,
     supersample: int = 2,
     seed: int = 0,
 ) -> Scene:
