@@ -355,6 +355,21 @@ def load_target(path: Path | str, device="cpu") -> Loaded:
     raise UserError("expected a run folder, a .pt checkpoint, a .ply or a .spz file", path)
 
 
+def run_scene(path: Path | str) -> tuple[Optional[Path], Optional[dict]]:
+    """(run folder, its scene.json with the refined poses) of a run folder or of a
+    checkpoint inside one; (None, None) for anything else, None for a missing scene.json."""
+    path = Path(path)
+    if path.is_dir():
+        run_dir = path if is_run_dir(path) else None
+    else:
+        run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else None
+    if run_dir is None:
+        return None, None
+    if not (run_dir / "scene.json").exists():
+        return run_dir, None
+    return run_dir, with_refined_poses(_read_json(run_dir / "scene.json"), run_dir)
+
+
 def _from_checkpoint(path: Path, ck: dict, device) -> Loaded:
     from splatlab.renderers import UnknownMethod, get_renderer
 
@@ -366,10 +381,7 @@ def _from_checkpoint(path: Path, ck: dict, device) -> Loaded:
         renderer = cls.from_state(ck["model"], device)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise UserError(f"not a readable {ck['method']} checkpoint ({type(e).__name__})", path) from None
-    run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else None
-    scene_json = None
-    if run_dir is not None and (run_dir / "scene.json").exists():
-        scene_json = with_refined_poses(_read_json(run_dir / "scene.json"), run_dir)
+    run_dir, scene_json = run_scene(path)
     return Loaded(renderer=renderer, method=ck["method"], normalization=_normalization(ck.get("normalization")),
                   kind="checkpoint", path=path, run_dir=run_dir, scene_json=scene_json,
                   config=ck.get("config"), step=ck.get("step"), preset=ck.get("preset"))

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import io
-import json
 import math
 import re
 import subprocess
@@ -48,13 +47,9 @@ def _scene_json(target: Optional[str]) -> Optional[dict]:
     """The run's scene.json (with refined poses) for a run folder or one of its checkpoints."""
     if not target:
         return None
-    from splatlab.app.runs import CHECKPOINT_DIR, with_refined_poses
+    from splatlab.app.runs import run_scene
 
-    path = Path(target)
-    run = path if path.is_dir() else (path.parent.parent if path.parent.name == CHECKPOINT_DIR else None)
-    if run is None or not (run / "scene.json").exists():
-        return None
-    return with_refined_poses(json.loads((run / "scene.json").read_text()), run)
+    return run_scene(target)[1]
 
 
 class Orbit:

@@ -290,3 +290,14 @@ def test_a_collapsed_run_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert "\n" not in msg and "train PSNR fell from" in msg and "step_0000015.pt" in msg, (msg, psnrs)
     assert len(psnrs) == 3  # steps 5, 10, 15; the collapsed window (20) stopped the run instead
     assert sorted(p.name for p in (tmp_path / "c" / "checkpoints").glob("*.pt"))[-1] == "step_0000015.pt"
+
+
+def test_run_scene_finds_the_scene_of_a_run_or_its_checkpoint(short_run, tmp_path):
+    result, _ = short_run
+    run = Path(result.run_dir)
+    ckpt = sorted((run / "checkpoints").glob("*.pt"))[-1]
+    by_run, by_ckpt = runs.run_scene(run), runs.run_scene(ckpt)
+    assert by_run[0] == by_ckpt[0] == run
+    assert by_run[1] == by_ckpt[1] == runs.load_target(ckpt).scene_json
+    assert by_run[1]["cameras"]
+    assert runs.run_scene(tmp_path) == (None, None)  # a folder that is not a run
