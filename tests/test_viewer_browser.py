@@ -24,7 +24,8 @@ VIEWPORT = {"width": 800, "height": 600}
 # Viewport area clear of viser's overlays (notification top-left, GUI panel right, axes
 # gizmo bottom-left): x 0..440, y 160..530 of 800x600.
 REGION = (0, 160, 440, 530)
-FRAME_LINE = re.compile(r"frame client=(\d+) (\d+)x(\d+) q=(\d+) render=([\d.]+)s (full|moving)")
+FRAME_LINE = re.compile(r"frame client=(\d+) (\d+)x(\d+) q=(\d+) render=([\d.]+)s (full|moving)"
+                        r".* at=([-\d.]+),([-\d.]+),([-\d.]+)")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -76,7 +77,9 @@ class ViewProcess:
         self.port = int(self.url.rsplit(":", 1)[1])
 
     def frames(self):
-        return [(int(m[1]), int(m[2]), int(m[3]), m[6]) for m in FRAME_LINE.finditer(self.log.read_text())]
+        """(client, width, height, "full" | "moving", camera position) of every frame sent."""
+        return [(int(m[1]), int(m[2]), int(m[3]), m[6], (float(m[7]), float(m[8]), float(m[9])))
+                for m in FRAME_LINE.finditer(self.log.read_text())]
 
     def wait_frames(self, pred, timeout=30.0):
         t0 = time.monotonic()
@@ -154,11 +157,18 @@ def _server_render(renderer, cameras, cam_index, size, settings):
     return img.astype(np.float32)[round(y0 * sy):round(y1 * sy), round(x0 * sx):round(x1 * sx)]
 
 
-def _new_full_frame(view, page, before: int, timeout=40.0):
-    """Wait until a full-resolution frame beyond `before` frames was sent, let the browser
-    draw it, and return the screenshot and the frame size."""
-    frames = view.wait_frames(lambda f: any(x[3] == "full" for x in f[before:]), timeout)
-    full = [x for x in frames[before:] if x[3] == "full"][-1]
+def _new_full_frame(view, page, before: int, timeout=40.0, at=None):
+    """Wait until a full-resolution frame beyond `before` frames was sent (from camera
+    position `at`, when given), let the browser draw it, and return the screenshot and the
+    frame size. A page that is still loading reports viser's default camera before the
+    viewer's initial one (a busy machine can leave seconds between them): `at` waits for
+    the frame of the camera the test compares against."""
+
+    def done(f):
+        return any(x[3] == "full" and (at is None or np.allclose(x[4], at, atol=2e-3)) for x in f[before:])
+
+    frames = view.wait_frames(done, timeout)
+    full = [x for x in frames[before:] if x[3] == "full" and (at is None or np.allclose(x[4], at, atol=2e-3))][-1]
     time.sleep(1.0)
     return _shot(page), (full[1], full[2])
 
@@ -199,7 +209,7 @@ def test_first_frame_fast_then_matches_server_render(demo, browser):
         assert latency is not None and latency < 5.0, f"first frame took {latency}"
         assert first[3] == "moving" and max(first[1], first[2]) < 512, "first frame should be reduced resolution"
 
-        shot, size = _new_full_frame(view, page, before)
+        shot, size = _new_full_frame(view, page, before, at=scene.cameras.camtoworlds[0, :3, 3].tolist())
         got = _region(shot, size)
         want = _expected(model, scene, 0, size)
         mae = float(np.abs(got - want).mean())
@@ -249,22 +259,24 @@ def test_nerf_run_frame_matches_server_render(nerf, browser):
     from splatlab.viewer.render import RenderSettings
 
     run, view = nerf
+    loaded = load_target(run)
+    assert isinstance(loaded.renderer, NerfRenderer)
+    settings = RenderSettings(background=tuple(loaded.scene_json["background"]))
+    cams = loaded.cameras()
     page = browser.new_page(viewport=VIEWPORT)
     try:
         before = len(view.frames())
         page.goto(view.url)
-        shot, size = _new_full_frame(view, page, before, timeout=90.0)
+        shot, size = _new_full_frame(view, page, before, timeout=90.0, at=cams.camtoworlds[0, :3, 3].tolist())
         assert size == (NERF_MAX_RES, NERF_MAX_RES * 3 // 4), size
         frames = view.frames()[before:]
         assert frames[0][3] == "moving" and frames[0][1] < size[0], "first frame should be reduced resolution"
     finally:
         page.close()
-    loaded = load_target(run)
-    assert isinstance(loaded.renderer, NerfRenderer)
-    settings = RenderSettings(background=tuple(loaded.scene_json["background"]))
-    cams = loaded.cameras()
     got = _region(shot, size)
+    from PIL import Image; Image.fromarray(shot).save("/tmp/shot.png"); print("FRAMES", view.frames()[-8:])
     want = _server_render(loaded.renderer, cams, 0, size, settings)
+    Image.fromarray(want.clip(0,255).astype("uint8")).save("/tmp/want.png")
     # The other camera: the training view farthest around the orbit from camera 0.
     c = cams.camtoworlds[:, :3, 3].double().numpy()
     far = int(np.argmax(np.linalg.norm(c - c[0], axis=-1)))

@@ -192,8 +192,8 @@ class _ClientSession:
             self._last_full_key = key
         self.frames_sent += 1
         viewer._record_frame(dt, (w, h))
-        log.debug("frame client=%s %dx%d q=%d render=%.3fs %s jpeg=%.3fs", self.client.client_id, w, h, quality, dt,
-                  "full" if scale >= 1.0 else "moving", encode)
+        log.debug("frame client=%s %dx%d q=%d render=%.3fs %s jpeg=%.3fs at=%.3f,%.3f,%.3f", self.client.client_id,
+                  w, h, quality, dt, "full" if scale >= 1.0 else "moving", encode, *cam.c2w[:3, 3])
 
 
 class ViewerServer:
