@@ -3,6 +3,7 @@ against a brute-force list of steps, the grid's update rule, and early terminati
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,7 +129,7 @@ def test_grid_update_finds_a_ball_then_follows_it_after_warmup():
 
 
 def test_grid_update_is_seeded_by_the_step():
-    """Processes training one model must agree on the grid: the same step gives the same update."""
+    """The update's randomness comes from the step, not the global stream (a resumed run repeats it)."""
     a, b = OccupancyGrid(LO, HI, 8, warmup_steps=0), OccupancyGrid(LO, HI, 8, warmup_steps=0)
     step, _ = march_step(LO, HI, 64)
     soft = lambda x: 50.0 * torch.exp(-4 * (x - 0.1).square().sum(-1))  # noqa: E731
@@ -163,3 +164,142 @@ def test_early_termination_changes_an_opaque_scene_by_at_most_eps():
     assert (full.rgb - cut.rgb).abs().max() <= eps and (full.alpha - cut.alpha).abs().max() <= eps
     assert (full.rgb - cut.rgb).abs().max() > 0  # something was dropped
     assert early_stop(ray_idx, t, rays, 200, density, step, 0.0).all()
+
+
+# ---- through the renderer -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_scene():
+    from splatlab.scenes import demo
+
+    return demo.load(None, width=24, height=18, num_views=10, num_points=500)
+
+
+def occ_cfg(**kw):
+    import dataclasses
+
+    from splatlab.renderers.nerf import PRESETS
+
+    base = dict(sampler="occupancy", hash_levels=4, hash_log2_size=10, max_resolution=32, hidden_dim=16,
+                color_hidden_dim=16, appearance_dim=0, rays_per_batch=256, occ_resolution=16,
+                march_samples=96, occ_warmup_steps=6, occ_update_every=3)
+    return dataclasses.replace(PRESETS["cpu"][1], **{**base, **kw})
+
+
+def test_sampler_resolution(tiny_scene, tmp_path, monkeypatch):
+    """auto: the occupancy grid for bounded scenes (Blender, the demo), proposals for
+    unbounded ones; the cpu preset keeps proposals (its measured figures); an explicit
+    occupancy on an unbounded scene is an error naming the fix."""
+    from fixtures_scenes import write_blender, write_transforms
+
+    from splatlab.renderers.nerf import PRESETS, NerfRenderer
+    from splatlab.scenes import load_scene
+
+    monkeypatch.setenv("SPLATLAB_CACHE", str(tmp_path / "cache"))
+    write_blender(tmp_path / "blender")
+    write_transforms(tmp_path / "capture", n=6)
+    blender, capture = load_scene(tmp_path / "blender"), load_scene(tmp_path / "capture")
+    assert blender.background is not None and capture.background is None
+    cfg = occ_cfg(sampler="auto")
+    assert PRESETS["cpu"][1].sampler == "proposal" and PRESETS["fast"][1].sampler == "auto"
+    assert NerfRenderer.build(blender, cfg, "cpu").arch["sampler"] == "occupancy"
+    assert NerfRenderer.build(tiny_scene, cfg, "cpu").arch["sampler"] == "occupancy"
+    assert NerfRenderer.build(capture, cfg, "cpu").arch["sampler"] == "proposal"
+    assert NerfRenderer.build(tiny_scene, occ_cfg(sampler="proposal"), "cpu").arch["sampler"] == "proposal"
+    assert NerfRenderer.build(tiny_scene, PRESETS["cpu"][1], "cpu").arch["sampler"] == "proposal"
+    with pytest.raises(ValueError, match="--sampler proposal"):
+        NerfRenderer.build(capture, occ_cfg(), "cpu")
+
+
+def test_occupancy_renderer_trains_saves_its_grid_and_renders_the_same(tiny_scene):
+    """No proposal networks (nothing to optimise or regularise); a few steps fit one image;
+    the grid travels in the state (a model loaded for eval marches with it) and in live copies."""
+    import io
+
+    from splatlab.renderers.base import Batch
+    from splatlab.renderers.nerf import NerfRenderer
+    from splatlab.renderers.nerf.sampler import pixel_grid
+
+    torch.manual_seed(0)
+    cfg = occ_cfg(lr=5e-2)
+    r = NerfRenderer.build(tiny_scene, cfg, "cpu")
+    r.setup_training(cfg, tiny_scene)
+    groups = r.param_groups(cfg)
+    assert [g.name for g in groups] == ["field"] and len(r.proposals) == 0
+    assert set(r.modules()) == {"field", "occupancy"}
+    assert sum(p.numel() for g in groups for p in g.params) == r.num_parameters()
+    opts = [torch.optim.Adam(g.params, lr=g.lr, eps=g.eps) for g in groups]
+    cams = tiny_scene.cameras[tiny_scene.train_idx]
+    pixels = pixel_grid(24, 18, "cpu")
+    image_idx = torch.zeros(pixels.shape[0], dtype=torch.long)
+    gt = torch.from_numpy(tiny_scene.images[tiny_scene.train_idx[0]]).float().reshape(-1, 3) / 255
+    bg = torch.tensor(tiny_scene.background, dtype=torch.float32).expand(pixels.shape[0], 3)
+    losses = []
+    for step in range(25):
+        b = Batch("rays", cams, gt, image_idx, pixels, background=bg)
+        out = r.train_render(b, step)
+        assert r.extra_losses(step, out, b) == {}
+        mse = (out.rgb.reshape(-1, 3) - gt).square().mean()
+        mse.backward()
+        for o in opts:
+            o.step()
+            o.zero_grad(set_to_none=True)
+        losses.append(mse.item())
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
+    s = r.stats()
+    assert 0 < float(s["samples/ray"]) <= r.march_steps and s["occupied"].endswith("%")
+    assert r.metrics()["sampler"] == "occupancy"
+
+    with torch.no_grad():  # a grid with holes, so that one left all occupied would show
+        r.grid.binary[torch.arange(r.grid.binary.numel()) % 3 == 0] = False
+    views = tiny_scene.cameras[[0, 2]]
+    out = r.render(views, with_depth=True)
+    buf = io.BytesIO()
+    torch.save(r.state_dict(), buf)
+    buf.seek(0)
+    r2 = NerfRenderer.from_state(torch.load(buf, weights_only=True))
+    assert r2.arch["sampler"] == "occupancy" and torch.equal(r2.grid.binary, r.grid.binary)
+    assert torch.equal(r2.grid.ema, r.grid.ema)
+    again = r2.render(views, with_depth=True)
+    torch.testing.assert_close(again.rgb, out.rgb, rtol=0, atol=0)
+    torch.testing.assert_close(again.depth, out.depth, rtol=0, atol=0)
+    r2.grid.binary.fill_(True)
+    assert (r2.render(views).rgb - out.rgb).abs().max() > 1e-3  # the grid matters to the render
+
+    live = r.live_copy()
+    r.grid.binary.fill_(True)  # training goes on: the snapshot keeps its grid
+    torch.testing.assert_close(live.render(views).rgb, out.rgb, rtol=0, atol=0)
+
+
+def test_render_chunks_and_empty_grids(tiny_scene):
+    """Whole images are chunk-invariant (the march is per ray); an empty grid renders the
+    background with zero opacity."""
+    from splatlab.renderers.nerf import NerfRenderer
+
+    r = NerfRenderer.build(tiny_scene, occ_cfg(), "cpu")
+    with torch.no_grad():
+        r.field.grid.table.normal_(0, 1.0)
+    a = r.render(tiny_scene.cameras[[1]], with_depth=True)
+    r.arch["render_chunk"] = 37
+    b = r.render(tiny_scene.cameras[[1]], with_depth=True)
+    torch.testing.assert_close(a.rgb, b.rgb)
+    torch.testing.assert_close(a.depth, b.depth)
+    assert a.alpha.max() > 0.1
+    r.grid.binary.fill_(False)
+    e = r.render(tiny_scene.cameras[[1]])
+    assert e.alpha.abs().max() == 0
+    torch.testing.assert_close(e.rgb, torch.tensor(tiny_scene.background).float().expand_as(e.rgb))
+
+
+def test_old_checkpoints_load_as_proposal(tiny_scene):
+    """A state saved before the occupancy sampler (no sampler or occ_* keys) renders with
+    its proposal networks as before."""
+    from splatlab.renderers.nerf import NerfRenderer
+
+    r = NerfRenderer.build(tiny_scene, occ_cfg(sampler="proposal"), "cpu")
+    state = r.state_dict()
+    state["arch"] = {k: v for k, v in state["arch"].items()
+                     if k != "sampler" and not k.startswith(("occ_", "march_", "early_"))}
+    old = NerfRenderer.from_state(state)
+    assert old.arch["sampler"] == "proposal" and old.grid is None and len(old.proposals) == 2
+    cams = tiny_scene.cameras[[0]]
+    torch.testing.assert_close(old.render(cams).rgb, r.render(cams).rgb)

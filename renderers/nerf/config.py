@@ -12,7 +12,8 @@ from splatlab.renderers.train_config import TrainConfig
 
 @dataclass
 class NerfConfig(TrainConfig):
-    """A nerfacto-class NeRF: hash-grid field, proposal sampler, appearance embeddings."""
+    """A nerfacto-class NeRF: hash-grid field, proposal or occupancy-grid sampler, appearance
+    embeddings."""
 
     method: str = "nerf"
     """Scene representation to train."""
@@ -71,12 +72,32 @@ class NerfConfig(TrainConfig):
     # ---- sampling ----
     rays_per_batch: int = 4096
     """Rays per training step, drawn across all training images."""
+    sampler: Literal["auto", "proposal", "occupancy"] = "auto"
+    """Where rays are sampled. occupancy: Instant-NGP's ray marching through an occupancy grid
+    of the box (bounded scenes only). proposal: nerfacto's proposal networks. auto: occupancy
+    for bounded scenes, proposal for unbounded ones."""
+    occ_resolution: int = 128
+    """Occupancy: cells per side of the box."""
+    march_samples: int = 1024
+    """Occupancy: the marching step is the box's diagonal / this."""
+    occ_threshold: float = 0.01
+    """Occupancy: a cell is occupied while its density x step exceeds this (or the grid's mean,
+    if lower)."""
+    occ_update_every: int = 16
+    """Occupancy: re-evaluate the grid every this many steps."""
+    occ_warmup_steps: int = 256
+    """Occupancy: until this step every cell is re-evaluated; after it a random quarter of the
+    cells plus the occupied ones."""
+    occ_decay: float = 0.95
+    """Occupancy: a cell's value decays by this factor per update unless its density holds it."""
+    early_stop_eps: float = 1e-4
+    """Occupancy: drop samples where less than this much light is left (0: keep all)."""
     proposal_samples_1: int = 256
     """Samples of the first proposal round."""
     proposal_samples_2: int = 96
     """Samples of the second proposal round."""
     nerf_samples: int = 48
-    """Samples of the radiance field."""
+    """Proposal sampler: samples of the radiance field per ray."""
     proposal_levels: int = 5
     """Hash levels of each proposal density field."""
     proposal_log2_size: int = 17
@@ -113,13 +134,15 @@ def _preset(doc: str, **overrides) -> tuple[str, NerfConfig]:
 
 # name -> (help, config)
 PRESETS: dict[str, tuple[str, NerfConfig]] = {
-    "default": _preset("30k steps of 4096 rays: nerfacto's field and proposal sampler.",
+    "default": _preset("30k steps of 4096 rays: nerfacto's field; the occupancy grid on bounded scenes, "
+                       "the proposal sampler on unbounded ones.",
                        steps=30_000, checkpoint_every=5000, log_every=100),
     "fast": _preset("12k steps of 8192 rays: the 5-minute GPU schedule.",
                     steps=12_000, rays_per_batch=8192, checkpoint_every=3000, log_every=100),
     "cpu": _preset(
-        "The demo on a CPU: a small grid, few samples, 800 steps of 1024 rays at half resolution.",
-        steps=800, downscale=2, rays_per_batch=1024, hash_levels=8, hash_log2_size=15,
+        "The demo on a CPU: a small grid, the proposal sampler with few samples, 800 steps of 1024 "
+        "rays at half resolution.",
+        steps=800, downscale=2, rays_per_batch=1024, sampler="proposal", hash_levels=8, hash_log2_size=15,
         max_resolution=256, hidden_dim=32, color_hidden_dim=32,
         proposal_samples_1=32, proposal_samples_2=16, nerf_samples=16, proposal_levels=4,
         proposal_log2_size=13, proposal_max_resolution_1=64, proposal_max_resolution_2=128,

@@ -1,9 +1,16 @@
 """`NerfRenderer`: the NeRF behind the renderer contract (renderers/base.py).
 
-Per ray: two proposal rounds (small hash-grid density fields) resample the ray towards
-surfaces, then the radiance field is evaluated at `nerf_samples` intervals and composited
-(rasterizer/volume.py). Training adds the interlevel and distortion losses of mip-NeRF 360
-through `extra_losses`; the loop adds the photometric loss. No training loop lives here.
+Two samplers (`arch["sampler"]`, resolved at build time and saved with the model):
+
+- proposal (nerfacto): two proposal rounds (small hash-grid density fields) resample each
+  ray towards surfaces, then the radiance field is evaluated at `nerf_samples` intervals and
+  composited (rasterizer/volume.py). Training adds mip-NeRF 360's interlevel and distortion
+  losses through `extra_losses`.
+- occupancy (Instant-NGP, bounded scenes): rays march through the box at a fixed step,
+  keeping samples in occupied cells of a grid that `train_render` refreshes from the field's
+  density, and stop where they are opaque (occupancy.py); samples are composited packed.
+
+The loop adds the photometric loss. No training loop lives here.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from splatlab.rasterizer.volume import composite, render_weights
+from splatlab.rasterizer.volume import composite, composite_packed, render_weights
 from splatlab.renderers.base import Batch, ParamGroup, Rendered, Renderer
 
 from .config import PRESETS, NerfConfig
 from .field import DensityField, RadianceField, SceneBox
+from .occupancy import OccupancyGrid, early_stop, march, march_step
 from .sampler import (Rays, Spacing, box_near_far, camera_rays, distortion_loss, interlevel_loss,
                       pixel_grid, sample_pdf, uniform_bins)
 
@@ -32,6 +40,11 @@ _ARCH_FROM_CFG = ("hash_levels", "hash_features", "hash_log2_size", "base_resolu
                   "proposal_samples_1", "proposal_samples_2", "nerf_samples", "proposal_levels",
                   "proposal_log2_size", "proposal_max_resolution_1", "proposal_max_resolution_2",
                   "proposal_anneal_steps", "render_chunk")
+_OCC_KEYS = ("occ_resolution", "march_samples", "occ_threshold", "occ_update_every", "occ_warmup_steps",
+             "occ_decay", "early_stop_eps")
+_ARCH_FROM_CFG += _OCC_KEYS
+# Checkpoints from before the occupancy sampler lack its keys: they sampled with proposals.
+_ARCH_DEFAULTS = {"sampler": "proposal", **{k: getattr(NerfConfig, k) for k in _OCC_KEYS}}
 
 
 def scene_box(scene, cfg: NerfConfig) -> tuple[bool, np.ndarray, np.ndarray]:
@@ -82,7 +95,7 @@ class NerfRenderer(Renderer):
 
     def __init__(self, arch: dict[str, Any], device: torch.device | str = "cpu",
                  generator: Optional[torch.Generator] = None):
-        self.arch = dict(arch)
+        self.arch = {**_ARCH_DEFAULTS, **arch}
         a = self.arch
         self._device = torch.device(device)
         self.box = SceneBox(a["bounded"], torch.tensor(a["lo"]), torch.tensor(a["hi"])).to(self._device)
@@ -93,11 +106,20 @@ class NerfRenderer(Renderer):
             color_hidden=a["color_hidden_dim"], num_images=a["num_images"],
             appearance_dim=a["appearance_dim"], backend=a["hash_backend"], generator=generator,
         ).to(self._device)
-        self.proposals = torch.nn.ModuleList([
+        self.occupancy = a["sampler"] == "occupancy"
+        # Occupancy: no proposal networks (nothing would train them), but a grid.
+        self.proposals = torch.nn.ModuleList([] if self.occupancy else [
             DensityField(self.box, a["proposal_levels"], a["proposal_log2_size"], a[f"proposal_max_resolution_{k}"],
                          backend=a["hash_backend"], generator=generator)
             for k in (1, 2)
         ]).to(self._device)
+        self.grid: Optional[OccupancyGrid] = None
+        if self.occupancy:
+            lo, hi = torch.tensor(a["lo"]), torch.tensor(a["hi"])
+            self.grid = OccupancyGrid(lo, hi, a["occ_resolution"], a["occ_threshold"], a["occ_decay"],
+                                      a["occ_warmup_steps"]).to(self._device)
+            self.march_step, self.march_steps = march_step(lo, hi, a["march_samples"])
+        self.samples_per_ray: Optional[float] = None  # of the last training step (occupancy)
         self.step = 0  # the last training step seen (proposal annealing)
         # A host float: reading box.radius back from the GPU every step would synchronise.
         self._radius = 0.5 * max(h - l for l, h in zip(a["lo"], a["hi"]))
@@ -108,6 +130,10 @@ class NerfRenderer(Renderer):
         bounded, lo, hi = scene_box(scene, cfg)
         radius = 0.5 * float(np.max(hi - lo))
         arch = {k: getattr(cfg, k) for k in _ARCH_FROM_CFG}
+        if cfg.sampler == "occupancy" and not bounded:
+            raise ValueError("the occupancy sampler needs a bounded scene (a box); this one is unbounded: "
+                             "use --sampler proposal (or auto), or --scene-mode bounded")
+        arch["sampler"] = cfg.sampler if cfg.sampler != "auto" else ("occupancy" if bounded else "proposal")
         if arch["appearance_dim"] < 0:  # auto: lighting varies in real captures, not in synthetic ones
             arch["appearance_dim"] = 0 if bounded else 32
         arch.update(
@@ -121,6 +147,8 @@ class NerfRenderer(Renderer):
         return cls(arch, device, torch.Generator().manual_seed(cfg.seed))
 
     def modules(self) -> dict[str, torch.nn.Module]:
+        if self.grid is not None:
+            return {"field": self.field, "occupancy": self.grid}
         return {"field": self.field, "proposals": self.proposals}
 
     def state_dict(self) -> dict[str, Any]:
@@ -170,8 +198,37 @@ class NerfRenderer(Renderer):
 
     def render_rays(self, rays: Rays, image_idx: Optional[Tensor], background: Optional[Tensor],
                     train: bool) -> dict[str, Any]:
-        """Composite R rays. Returns rgb R 3, alpha R 1, depth R 1 (camera z), and the bins
-        and weights of every round (for the losses)."""
+        """Composite R rays. Returns rgb R 3, alpha R 1, depth R 1 (camera z), and for the
+        proposal sampler the bins and weights of every round (for the losses)."""
+        bg = None
+        if background is not None:
+            R = rays.origins.shape[0]
+            bg = background.reshape(-1, 3).float().expand(R, 3) if background.numel() == 3 else background.reshape(R, 3)
+        if self.occupancy:
+            return self._render_marched(rays, image_idx, bg, train)
+        return self._render_proposal(rays, image_idx, bg, train)
+
+    def _render_marched(self, rays: Rays, image_idx: Optional[Tensor], bg: Optional[Tensor],
+                        train: bool) -> dict[str, Any]:
+        """Occupancy sampler: march, drop what lies behind opaque samples, then the field with
+        gradients on the rest, composited packed. Two host syncs (the two packings)."""
+        R = rays.origins.shape[0]
+        a, step = self.arch, self.march_step
+        near, far, hit = box_near_far(rays, self.box.lo, self.box.hi, a["near_plane"])
+        ray_idx, t = march(rays, near, far, hit, self.grid, step, self.march_steps, jitter=train)
+        with self._autocast():
+            if a["early_stop_eps"] > 0 and ray_idx.numel() > 0:
+                keep = early_stop(ray_idx, t, rays, R, self.field.density, step, a["early_stop_eps"])
+                ray_idx, t = ray_idx[keep], t[keep]
+            pts = rays.origins[ray_idx] + rays.dirs[ray_idx] * t[:, None]
+            sigma, rgb = self.field(pts, rays.dirs[ray_idx], None if image_idx is None else image_idx[ray_idx])
+        if train:
+            self.samples_per_ray = ray_idx.numel() / max(R, 1)  # a host count: no sync
+        out = composite_packed(sigma.float(), rgb.float(), t - 0.5 * step, t + 0.5 * step, ray_idx, R, bg)
+        return {"rgb": out.rgb, "alpha": out.alpha, "depth": out.depth * rays.z_per_t[:, None]}
+
+    def _render_proposal(self, rays: Rays, image_idx: Optional[Tensor], bg: Optional[Tensor],
+                         train: bool) -> dict[str, Any]:
         R, dev = rays.origins.shape[0], rays.origins.device
         spacing, _ = self._spacing(rays)
         counts = [self.arch["proposal_samples_1"], self.arch["proposal_samples_2"], self.arch["nerf_samples"]]
@@ -194,9 +251,6 @@ class NerfRenderer(Renderer):
             dirs = rays.dirs[:, None].expand(-1, S, -1).reshape(-1, 3)
             idx = None if image_idx is None else image_idx[:, None].expand(-1, S).reshape(-1)
             sigma, rgb = self.field(pts.reshape(-1, 3), dirs, idx)
-        bg = None
-        if background is not None:
-            bg = background.reshape(-1, 3).float().expand(R, 3) if background.numel() == 3 else background.reshape(R, 3)
         out = composite(sigma.float().reshape(R, S), rgb.float().reshape(R, S, 3), t[:, :-1], t[:, 1:], bg)
         return {"rgb": out.rgb, "alpha": out.alpha, "depth": out.depth * rays.z_per_t[:, None],
                 "bins": bins, "weights": out.weights, "prop_bins": prop_bins, "prop_weights": prop_weights}
@@ -230,8 +284,12 @@ class NerfRenderer(Renderer):
                         torch.stack(depths) if with_depth else None)
 
     def train_render(self, batch: Batch, step: int) -> Rendered:
-        """R rays laid out as C=1, H=1, W=R; the per-round bins and weights ride in extras."""
+        """R rays laid out as C=1, H=1, W=R; the proposal sampler's per-round bins and weights
+        ride in extras. The occupancy grid is refreshed first every `occ_update_every` steps."""
         self.step = int(step)
+        if self.grid is not None and step % max(int(self.arch["occ_update_every"]), 1) == 0:
+            with self._autocast():
+                self.grid.update(step, self.field.density, self.march_step)
         cams = batch.cameras
         i = batch.image_idx.to(self._device)
         c2w = cams.camtoworlds.to(self._device).float()[i]
@@ -241,17 +299,17 @@ class NerfRenderer(Renderer):
         bg = batch.background if batch.background is not None else self.background
         o = self.render_rays(rays, i, None if bg is None else bg.to(self._device), train=True)
         R = rays.origins.shape[0]
-        extras = {k: o[k] for k in ("bins", "weights", "prop_bins", "prop_weights")}
+        extras = {k: o[k] for k in ("bins", "weights", "prop_bins", "prop_weights") if k in o}
         return Rendered(o["rgb"].reshape(1, 1, R, 3), o["alpha"].reshape(1, 1, R, 1),
                         o["depth"].reshape(1, 1, R, 1), extras)
 
     # ---- training hooks -------------------------------------------------------------------------
     def param_groups(self, cfg: NerfConfig) -> list[ParamGroup]:
         field_params = [p for n, p in self.field.named_parameters() if not n.startswith("appearance.")]
-        groups = [
-            ParamGroup("field", field_params, cfg.lr, cfg.lr_final, cfg.warmup_steps),
-            ParamGroup("proposals", list(self.proposals.parameters()), cfg.lr, cfg.lr_final, cfg.warmup_steps),
-        ]
+        groups = [ParamGroup("field", field_params, cfg.lr, cfg.lr_final, cfg.warmup_steps)]
+        if not self.occupancy:
+            groups.append(ParamGroup("proposals", list(self.proposals.parameters()), cfg.lr, cfg.lr_final,
+                                     cfg.warmup_steps))
         if self.field.appearance is not None:
             groups.append(ParamGroup("appearance", list(self.field.appearance.parameters()),
                                      cfg.lr_appearance, cfg.lr_final, cfg.warmup_steps))
@@ -261,6 +319,8 @@ class NerfRenderer(Renderer):
         self.loss_weights = (float(cfg.interlevel_weight), float(cfg.distortion_weight))
 
     def extra_losses(self, step: int, out: Rendered, batch: Batch) -> dict[str, Tensor]:
+        if self.occupancy:
+            return {}
         w_inter, w_dist = getattr(self, "loss_weights", (1.0, 0.002))
         e = out.extras
         losses = {}
@@ -277,11 +337,16 @@ class NerfRenderer(Renderer):
 
     def stats(self) -> dict[str, Any]:
         L, T, F = self.field.grid.table.shape
-        return {"hash grid": f"{L} x 2^{int(round(math.log2(T)))}", "parameters": self.num_parameters()}
+        s: dict[str, Any] = {"hash grid": f"{L} x 2^{int(round(math.log2(T)))}", "parameters": self.num_parameters()}
+        if self.grid is not None:  # what rays_per_batch buys: samples per step = rays x samples/ray
+            s["occupied"] = f"{100 * self.grid.occupied_fraction():.1f}%"
+            if self.samples_per_ray is not None:
+                s["samples/ray"] = f"{self.samples_per_ray:.1f}"
+        return s
 
     def metrics(self) -> dict[str, Any]:
         return {"num_parameters": self.num_parameters(), "max_resolution": self.arch["max_resolution"],
-                "scene_mode": "bounded" if self.box.bounded else "unbounded"}
+                "scene_mode": "bounded" if self.box.bounded else "unbounded", "sampler": self.arch["sampler"]}
 
     def live_copy(self) -> "NerfRenderer":
         """A snapshot on the same device (no host round trip): the viewer renders it while
@@ -290,6 +355,7 @@ class NerfRenderer(Renderer):
         new.arch = dict(self.arch)
         with torch.no_grad():
             new.field, new.proposals = copy.deepcopy(self.field), copy.deepcopy(self.proposals)
+            new.grid = copy.deepcopy(self.grid)  # the grid changes in place as training goes on
         for m in (new.field, new.proposals):
             for p in m.parameters():
                 p.grad = None

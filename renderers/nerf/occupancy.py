@@ -59,7 +59,8 @@ class OccupancyGrid(torch.nn.Module):
         density x step_size)`, occupied where ema > min(mean ema, threshold). During warm-up
         every cell; after it a random quarter of the cells plus the occupied ones (nerfacc's
         scheme), whose list costs one host sync per update. The randomness is seeded by the
-        step, so processes training one model keep the same grid."""
+        step: the update draws nothing from the training's random stream, and a resumed run
+        repeats it."""
         dev = self.ema.device
         gen = torch.Generator(device=dev).manual_seed(int(step))
         n = self.ema.numel()
