@@ -44,6 +44,8 @@ _OCC_KEYS = ("occ_resolution", "march_samples", "occ_threshold", "occ_update_eve
              "occ_decay", "early_stop_eps")
 _ARCH_FROM_CFG += _OCC_KEYS
 # Checkpoints from before the occupancy sampler lack its keys: they sampled with proposals.
+# The fields' learning rate by sampler, for `lr` -1 (config.py says why).
+DEFAULT_LR = {"proposal": 3e-3, "occupancy": 1e-2}
 _ARCH_DEFAULTS = {"sampler": "proposal", **{k: getattr(NerfConfig, k) for k in _OCC_KEYS}}
 
 
@@ -304,11 +306,16 @@ class NerfRenderer(Renderer):
                         o["depth"].reshape(1, 1, R, 1), extras)
 
     # ---- training hooks -------------------------------------------------------------------------
+    def field_lr(self, cfg: NerfConfig) -> float:
+        """`cfg.lr`, or for -1 the sampler's default (DEFAULT_LR)."""
+        return float(cfg.lr) if cfg.lr > 0 else DEFAULT_LR[self.arch["sampler"]]
+
     def param_groups(self, cfg: NerfConfig) -> list[ParamGroup]:
         field_params = [p for n, p in self.field.named_parameters() if not n.startswith("appearance.")]
-        groups = [ParamGroup("field", field_params, cfg.lr, cfg.lr_final, cfg.warmup_steps)]
+        lr = self.field_lr(cfg)
+        groups = [ParamGroup("field", field_params, lr, cfg.lr_final, cfg.warmup_steps)]
         if not self.occupancy:
-            groups.append(ParamGroup("proposals", list(self.proposals.parameters()), cfg.lr, cfg.lr_final,
+            groups.append(ParamGroup("proposals", list(self.proposals.parameters()), lr, cfg.lr_final,
                                      cfg.warmup_steps))
         if self.field.appearance is not None:
             groups.append(ParamGroup("appearance", list(self.field.appearance.parameters()),
@@ -389,4 +396,4 @@ class NerfRenderer(Renderer):
         return torch.cat(out) if out else x.new_zeros(0, 3)
 
 
-__all__ = ["NerfRenderer", "auto_max_resolution", "scene_box"]
+__all__ = ["DEFAULT_LR", "NerfRenderer", "auto_max_resolution", "scene_box"]
