@@ -52,6 +52,8 @@ def test_march_on_a_full_grid_lists_every_step_inside_the_box(jitter):
     step, K = march_step(LO, HI, 64)
     assert K == 65 and step == pytest.approx(float((HI - LO).norm()) / 64)
     near, far, hit = box_near_far(rays, LO, HI, 0.0)
+    # No chord here is the diagonal: march takes fewer than K steps, and must still lose none.
+    assert float(((far - near) * hit).max()) < (K - 3) * step
     torch.manual_seed(7)
     ray_idx, t = march(rays, near, far, hit, grid, step, K, jitter=jitter)
     torch.manual_seed(7)

@@ -213,7 +213,8 @@ class NerfRenderer(Renderer):
     def _render_marched(self, rays: Rays, image_idx: Optional[Tensor], bg: Optional[Tensor],
                         train: bool) -> dict[str, Any]:
         """Occupancy sampler: march, drop what lies behind opaque samples, then the field with
-        gradients on the rest, composited packed. Two host syncs (the two packings)."""
+        gradients on the rest, composited packed. Three host syncs (the march's step count and the
+        two packings)."""
         R = rays.origins.shape[0]
         a, step = self.arch, self.march_step
         near, far, hit = box_near_far(rays, self.box.lo, self.box.hi, a["near_plane"])

@@ -86,9 +86,14 @@ def march(rays: Rays, near: Float[Tensor, " R"], far: Float[Tensor, " R"], hit: 
     """Samples t_k = near + (k + u) step_size, k < num_steps, with u uniform per ray (jitter)
     or 0.5, kept where t_k < far on a ray that hits the box and the cell of t_k is occupied.
     Returns (ray index M, t M), sorted by ray, then by t: each sample stands for the interval
-    t +- step_size / 2. One host sync (the packing `nonzero`)."""
+    t +- step_size / 2. Two host syncs: the longest chord (the number of steps) and the
+    packing `nonzero`."""
     R, dev = near.shape[0], near.device
     u = torch.rand(R, 1, device=dev) if jitter else torch.full((R, 1), 0.5, device=dev)
+    # Only as many steps as the longest chord of this batch needs (k < (far - near) / step):
+    # a batch rarely crosses the box along its diagonal, and every step is a gather per ray.
+    longest = float(((far - near) * hit).clamp_min(0).max()) if R else 0.0  # the second host sync
+    num_steps = max(min(num_steps, int(math.ceil(longest / step_size)) + 1), 1)
     t = near[:, None] + (torch.arange(num_steps, device=dev, dtype=near.dtype) + u) * step_size  # R K
     keep = (t < far[:, None]) & hit[:, None]
     pts = rays.origins[:, None] + rays.dirs[:, None] * t[..., None]
