@@ -20,11 +20,11 @@ def probe(renderer, points: int = 200_000, seed: int = 0) -> dict:
     lo, hi = renderer.box.lo.cpu(), renderer.box.hi.cpu()
     x = (lo + (hi - lo) * torch.rand(points, 3, generator=g)).to(renderer.device)
     out = {}
+    u, _ = renderer.box.to_unit(x)  # every field reads the same box
     with torch.no_grad():
         nets = {"field": (renderer.field.grid, renderer.field.density_mlp, renderer.field.density)}
         nets.update({f"proposal {k + 1}": (p.grid, p.mlp, p.density) for k, p in enumerate(renderer.proposals)})
         for name, (grid, mlp, density) in nets.items():
-            u, _ = renderer.box.to_unit(x)
             hidden = mlp[0](grid(u))
             sigma = density(x).float()
             out[name] = {"units ever active": float((hidden > 0).any(0).float().mean()),

@@ -159,13 +159,14 @@ def test_early_termination_changes_an_opaque_scene_by_at_most_eps():
         return composite_packed(density(x), colour(x), tt - step / 2, tt + step / 2, ri, 200, bg)
 
     eps = 1e-4
-    keep = early_stop(ray_idx, t, rays, 200, density, step, eps)
+    pts = rays.origins[ray_idx] + rays.dirs[ray_idx] * t[:, None]
+    keep = early_stop(ray_idx, pts, 200, density, step, eps)
     full, cut = render(ray_idx, t), render(ray_idx[keep], t[keep])
     assert (~keep).sum() > 0.3 * len(keep)  # most samples behind the slab go
     assert (full.alpha > 0.999).sum() > 50  # an opaque scene for many rays
     assert (full.rgb - cut.rgb).abs().max() <= eps and (full.alpha - cut.alpha).abs().max() <= eps
     assert (full.rgb - cut.rgb).abs().max() > 0  # something was dropped
-    assert early_stop(ray_idx, t, rays, 200, density, step, 0.0).all()
+    assert early_stop(ray_idx, pts, 200, density, step, 0.0).all()
 
 
 # ---- through the renderer -------------------------------------------------------------------

@@ -43,9 +43,9 @@ _ARCH_FROM_CFG = ("hash_levels", "hash_features", "hash_log2_size", "base_resolu
 _OCC_KEYS = ("occ_resolution", "march_samples", "occ_threshold", "occ_update_every", "occ_warmup_steps",
              "occ_decay", "early_stop_eps")
 _ARCH_FROM_CFG += _OCC_KEYS
-# Checkpoints from before the occupancy sampler lack its keys: they sampled with proposals.
 # The fields' learning rate by sampler, for `lr` -1 (config.py says why).
 DEFAULT_LR = {"proposal": 3e-3, "occupancy": 1e-2}
+# Checkpoints from before the occupancy sampler lack its keys: they sampled with proposals.
 _ARCH_DEFAULTS = {"sampler": "proposal", **{k: getattr(NerfConfig, k) for k in _OCC_KEYS}}
 
 
@@ -220,10 +220,10 @@ class NerfRenderer(Renderer):
         near, far, hit = box_near_far(rays, self.box.lo, self.box.hi, a["near_plane"])
         ray_idx, t = march(rays, near, far, hit, self.grid, step, self.march_steps, jitter=train)
         with self._autocast():
-            if a["early_stop_eps"] > 0 and ray_idx.numel() > 0:
-                keep = early_stop(ray_idx, t, rays, R, self.field.density, step, a["early_stop_eps"])
-                ray_idx, t = ray_idx[keep], t[keep]
             pts = rays.origins[ray_idx] + rays.dirs[ray_idx] * t[:, None]
+            if a["early_stop_eps"] > 0 and ray_idx.numel() > 0:
+                keep = early_stop(ray_idx, pts, R, self.field.density, step, a["early_stop_eps"])
+                ray_idx, t, pts = ray_idx[keep], t[keep], pts[keep]
             sigma, rgb = self.field(pts, rays.dirs[ray_idx], None if image_idx is None else image_idx[ray_idx])
         if train:
             self.samples_per_ray = ray_idx.numel() / max(R, 1)  # a host count: no sync

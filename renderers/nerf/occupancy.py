@@ -92,7 +92,7 @@ def march(rays: Rays, near: Float[Tensor, " R"], far: Float[Tensor, " R"], hit: 
     u = torch.rand(R, 1, device=dev) if jitter else torch.full((R, 1), 0.5, device=dev)
     # Only as many steps as the longest chord of this batch needs (k < (far - near) / step):
     # a batch rarely crosses the box along its diagonal, and every step is a gather per ray.
-    longest = float(((far - near) * hit).clamp_min(0).max()) if R else 0.0  # the second host sync
+    longest = float(((far - near) * hit).clamp_min(0).max()) if R else 0.0  # a host read
     num_steps = max(min(num_steps, int(math.ceil(longest / step_size)) + 1), 1)
     t = near[:, None] + (torch.arange(num_steps, device=dev, dtype=near.dtype) + u) * step_size  # R K
     keep = (t < far[:, None]) & hit[:, None]
@@ -103,12 +103,12 @@ def march(rays: Rays, near: Float[Tensor, " R"], far: Float[Tensor, " R"], hit: 
 
 
 @torch.no_grad()
-def early_stop(ray_indices: Int[Tensor, " M"], t: Float[Tensor, " M"], rays: Rays, num_rays: int,
+def early_stop(ray_indices: Int[Tensor, " M"], pts: Float[Tensor, "M 3"], num_rays: int,
                density_fn: Callable[[Tensor], Tensor], step_size: float, eps: float) -> Tensor:
-    """M bool: the samples where the light left before them (transmittance, from the field's
-    density without gradients) is at least `eps`. The weights dropped sum to less than eps per
-    ray, as each dropped sample lies behind the first one with transmittance below eps."""
-    pts = rays.origins[ray_indices] + rays.dirs[ray_indices] * t[:, None]
+    """M bool: the samples (at `pts`, packed as `march` returns them) where the light left
+    before them (transmittance, from the field's density without gradients) is at least `eps`.
+    The weights dropped sum to less than eps per ray, as each dropped sample lies behind the
+    first one with transmittance below eps."""
     sigma = density_fn(pts).float()
     _, trans = render_weights_packed(sigma, torch.full_like(sigma, step_size), ray_indices, num_rays)
     return trans >= eps
