@@ -179,6 +179,12 @@ class RaySampler:
         self.background = (None if scene.background is None
                            else torch.tensor([scene.background], dtype=torch.float32, device=device))
 
+    def resize(self, rays: int) -> None:
+        """Draw `rays` rays from the next step on (a renderer's `rays_wanted`)."""
+        if rays < 1:
+            raise ValueError(f"a ray batch needs at least one ray, got {rays}")
+        self.R = int(rays)
+
     def next(self, step: int) -> "Batch":
         import torch
 

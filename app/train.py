@@ -558,6 +558,8 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
             world.reduce_gradients(optimizers, sharded)
             step_all(optimizers)  # each optimizer's step() and zero_grad, fused Adams together
             note = renderer.after_step(step, out, optimizers)
+            if method.batch_kind == "rays":
+                sampler.resize(renderer.rays_wanted(sampler.R))
             done = step + 1
             if note:
                 bus.emit(ev.RefineDone(done, note))

@@ -10,6 +10,7 @@ The training loop (app/train.py) does, per step:
     loss = photometric(out.rgb, batch.gt) + sum(renderer.extra_losses(step, out, batch).values())
     loss.backward(); optimizers step (lrs from renderer.param_groups schedules)
     renderer.after_step(step, out, optimizers)  # densify / relocate / update samplers
+    sampler.resize(renderer.rays_wanted(sampler.R))  # ray batches only
 
 Before the first step (fresh or resumed) the loop calls `renderer.setup_training(cfg,
 scene)`; after the last, `renderer.write_outputs(run_dir, normalization)` writes the
@@ -184,6 +185,12 @@ class Renderer(ABC):
     def extra_losses(self, step: int, out: Rendered, batch: Batch) -> dict[str, Tensor]:
         """Regularizers added to the photometric loss, by name (logged separately)."""
         return {}
+
+    def rays_wanted(self, current: int) -> int:
+        """Ray-batch methods: how many rays the next step draws, given this step's count; read
+        after `after_step` (e.g. to hold the field samples per step near a target while the
+        samples per ray change). Default: unchanged."""
+        return current
 
     # ---- reporting ---------------------------------------------------------------------
     @abstractmethod

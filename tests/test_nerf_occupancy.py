@@ -290,6 +290,41 @@ def test_occupancy_renderer_trains_saves_its_grid_and_renders_the_same(tiny_scen
     torch.testing.assert_close(live.render(views).rgb, out.rgb, rtol=0, atol=0)
 
 
+def test_ray_batch_follows_the_sample_budget(tiny_scene):
+    """`samples_per_batch`: the next step draws budget / (last samples per ray) rays, rounded to
+    256 and kept in [256, max(rays_per_batch, budget)]; without a budget, or with proposals (a
+    fixed count per ray), the batch stays as it is."""
+    from splatlab.app.data import RaySampler
+    from splatlab.renderers.nerf import NerfRenderer
+
+    cfg = occ_cfg(samples_per_batch=5000, rays_per_batch=512)
+    r = NerfRenderer.build(tiny_scene, cfg, "cpu")
+    r.setup_training(cfg, tiny_scene)
+    assert r.rays_wanted(512) == 512  # no step seen yet
+    for spr, want in ((10.0, 512), (3.0, 1792), (0.01, 5000), (1000.0, 256)):
+        r.samples_per_ray = spr
+        assert r.rays_wanted(512) == want, spr
+    sampler = RaySampler(tiny_scene, torch.device("cpu"), 512)
+    torch.manual_seed(0)
+    r.train_render(sampler.next(0), 0)
+    spr = r.samples_per_ray
+    assert r.rays_last == 512 and spr > 0
+    sampler.resize(r.rays_wanted(sampler.R))
+    assert sampler.next(1).pixels.shape[0] == min(max(round(5000 / spr / 256) * 256, 256), 5000)
+    with pytest.raises(ValueError):
+        sampler.resize(0)
+
+    fixed = occ_cfg(rays_per_batch=512)
+    r = NerfRenderer.build(tiny_scene, fixed, "cpu")
+    r.setup_training(fixed, tiny_scene)
+    r.samples_per_ray = 3.0
+    assert r.rays_wanted(512) == 512
+    prop = occ_cfg(sampler="proposal", samples_per_batch=5000)
+    r = NerfRenderer.build(tiny_scene, prop, "cpu")
+    r.setup_training(prop, tiny_scene)
+    assert r.rays_wanted(512) == 512
+
+
 def test_render_chunks_and_empty_grids(tiny_scene):
     """Whole images are chunk-invariant (the march is per ray); an empty grid renders the
     background with zero opacity."""

@@ -65,8 +65,8 @@ def test_nerf_trains_evals_exports_and_renders_through_the_loop(tmp_path, capsys
 @pytest.mark.slow
 def test_nerf_occupancy_sampler_trains_through_the_loop_and_reloads_its_grid(tmp_path, capsys):
     """`--sampler occupancy` on the demo, tiny: the loss falls, no proposal parameters or
-    losses, and the checkpoint brings the grid back (eval of the run renders what training
-    measured)."""
+    losses, the ray batch follows `--samples-per-batch`, and the checkpoint brings the grid
+    back (eval of the run renders what training measured)."""
     import torch
 
     from splatlab.app import runs
@@ -80,7 +80,7 @@ def test_nerf_occupancy_sampler_trains_through_the_loop_and_reloads_its_grid(tmp
                                "--output", str(out), "--downscale", "8", "--steps", "60",
                                "--rays-per-batch", "256", "--occ-resolution", "24", "--march-samples", "128",
                                "--occ-warmup-steps", "20", "--occ-update-every", "4",
-                               "--log-every", "10", "--checkpoint-every", "30", "--no-save-renders"])
+                               "--samples-per-batch", "40000", "--log-every", "10", "--checkpoint-every", "30", "--no-save-renders"])
     assert cfg.sampler == "occupancy"
     steps: list[StepDone] = []
     bus = EventBus()
@@ -92,6 +92,9 @@ def test_nerf_occupancy_sampler_trains_through_the_loop_and_reloads_its_grid(tmp
     assert steps[-1].psnr > steps[0].psnr + 3, [e.psnr for e in steps]
     assert set(steps[0].lrs) == {"field"}  # no proposal networks to optimise
     assert float(steps[-1].stats["samples/ray"]) > 0
+    # each step's samples (rays x samples/ray) near the budget, not 256 rays' worth
+    samples = [e.stats["rays/step"] * float(e.stats["samples/ray"]) for e in steps]
+    assert all(20000 < n < 80000 for n in samples), samples
 
     m = json.loads((out / "metrics.json").read_text())
     assert m["sampler"] == "occupancy" and m["psnr"] > 12

@@ -71,7 +71,13 @@ class NerfConfig(TrainConfig):
 
     # ---- sampling ----
     rays_per_batch: int = 4096
-    """Rays per training step, drawn across all training images."""
+    """Rays per training step, drawn across all training images (with `samples_per_batch`: the
+    first step's, and the most a step draws unless the budget is larger)."""
+    samples_per_batch: int = 0
+    """Occupancy: resize each step's ray batch so that the field evaluates about this many samples
+    (rays x the last step's samples per ray), as Instant-NGP does with 2^18; 0: always
+    `rays_per_batch` rays. Empty space costs no samples, so a fixed ray count leaves the GPU idle
+    once the grid has carved it out."""
     sampler: Literal["auto", "proposal", "occupancy"] = "auto"
     """Where rays are sampled. occupancy: Instant-NGP's ray marching through an occupancy grid
     of the box (bounded scenes only). proposal: nerfacto's proposal networks. auto: occupancy

@@ -122,6 +122,9 @@ class NerfRenderer(Renderer):
                                       a["occ_warmup_steps"]).to(self._device)
             self.march_step, self.march_steps = march_step(lo, hi, a["march_samples"])
         self.samples_per_ray: Optional[float] = None  # of the last training step (occupancy)
+        self.rays_last: Optional[int] = None  # rays of the last training step (occupancy)
+        self.sample_budget = 0  # field samples a step aims at (0: fixed rays); setup_training
+        self.max_rays = 0
         self.step = 0  # the last training step seen (proposal annealing)
         # A host float: reading box.radius back from the GPU every step would synchronise.
         self._radius = 0.5 * max(h - l for l, h in zip(a["lo"], a["hi"]))
@@ -227,6 +230,7 @@ class NerfRenderer(Renderer):
             sigma, rgb = self.field(pts, rays.dirs[ray_idx], None if image_idx is None else image_idx[ray_idx])
         if train:
             self.samples_per_ray = ray_idx.numel() / max(R, 1)  # a host count: no sync
+            self.rays_last = R
         out = composite_packed(sigma.float(), rgb.float(), t - 0.5 * step, t + 0.5 * step, ray_idx, R, bg)
         return {"rgb": out.rgb, "alpha": out.alpha, "depth": out.depth * rays.z_per_t[:, None]}
 
@@ -325,6 +329,17 @@ class NerfRenderer(Renderer):
 
     def setup_training(self, cfg: NerfConfig, scene) -> None:
         self.loss_weights = (float(cfg.interlevel_weight), float(cfg.distortion_weight))
+        self.sample_budget = max(int(cfg.samples_per_batch), 0) if self.occupancy else 0
+        self.max_rays = max(int(cfg.rays_per_batch), self.sample_budget)
+
+    def rays_wanted(self, current: int) -> int:
+        """Occupancy with `samples_per_batch`: the rays whose samples (at the last step's samples
+        per ray) make the budget, as Instant-NGP sizes its batches, in [256, max(rays_per_batch,
+        budget)] and rounded to 256 (fewer distinct allocation sizes)."""
+        if not self.sample_budget or not self.samples_per_ray:
+            return current
+        n = self.sample_budget / self.samples_per_ray
+        return int(min(max(round(n / 256) * 256, 256), self.max_rays))
 
     def extra_losses(self, step: int, out: Rendered, batch: Batch) -> dict[str, Tensor]:
         if self.occupancy:
@@ -350,6 +365,8 @@ class NerfRenderer(Renderer):
             s["occupied"] = f"{100 * self.grid.occupied_fraction():.1f}%"
             if self.samples_per_ray is not None:
                 s["samples/ray"] = f"{self.samples_per_ray:.1f}"
+            if self.sample_budget and self.rays_last is not None:
+                s["rays/step"] = self.rays_last
         return s
 
     def metrics(self) -> dict[str, Any]:
