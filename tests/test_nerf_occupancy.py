@@ -215,7 +215,7 @@ def test_sampler_resolution(tiny_scene, tmp_path, monkeypatch):
 
 def test_field_learning_rate_by_sampler(tiny_scene):
     """lr -1 (the default outside the cpu preset) resolves by sampler: Instant-NGP's 1e-2 for
-    the occupancy grid, 3e-3 for proposals; an explicit value wins; the optimiser's groups get it."""
+    the occupancy grid, 1e-3 for proposals; an explicit value wins; the optimiser's groups get it."""
     from splatlab.renderers.nerf import PRESETS, NerfRenderer
 
     assert PRESETS["fast"][1].lr == -1 and PRESETS["default"][1].lr == -1 and PRESETS["cpu"][1].lr == 1e-2
@@ -225,7 +225,7 @@ def test_field_learning_rate_by_sampler(tiny_scene):
         groups = {g.name: g.lr for g in NerfRenderer.build(tiny_scene, cfg, "cpu").param_groups(cfg)}
         lrs[sampler] = groups
     assert lrs["occupancy"] == {"field": 1e-2}
-    assert lrs["proposal"] == {"field": 3e-3, "proposals": 3e-3}
+    assert lrs["proposal"] == {"field": 1e-3, "proposals": 1e-3}
     cfg = occ_cfg(lr=5e-3)
     assert {g.lr for g in NerfRenderer.build(tiny_scene, cfg, "cpu").param_groups(cfg)} == {5e-3}
 

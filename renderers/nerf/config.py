@@ -123,12 +123,11 @@ class NerfConfig(TrainConfig):
 
     # ---- optimiser (Adam eps 1e-15, exponential decay) ----
     lr: float = -1.0
-    """Learning rate of the fields (hash tables and MLPs); -1: by sampler. Proposal: 3e-3, as
-    nerfacto's 1e-2 made every density explode to the e^30 cap after about 1k steps on lego (an
-    H100, benchmarks/RESULTS.md, "NeRF stability"). Occupancy: Instant-NGP's 1e-2 (lego `fast` on an
-    H100 trained to 33.3 dB without collapse; on a CPU at 1/8 resolution, 300 steps reached 20.2 dB
-    test PSNR against 15.6 at 3e-3). The `cpu`
-    preset's short schedule sets 1e-2."""
+    """Learning rate of the fields (hash tables and MLPs); -1: by sampler. Occupancy: Instant-NGP's
+    1e-2 (lego `fast` on an H100: 35.15 dB, no collapse). Proposal: 1e-3, as nerfacto's 1e-2 sent
+    every density to the e^30 cap after about 1k steps on lego and beer, and 3e-3 still did on beer
+    at step 2400 (an H100, benchmarks/RESULTS.md, "NeRF stability"). The `cpu` preset's short
+    schedule sets 1e-2."""
     lr_final: float = 0.01
     """Learning rate at the last step, as a fraction of `lr`."""
     lr_appearance: float = 1e-2
@@ -143,11 +142,13 @@ def _preset(doc: str, **overrides) -> tuple[str, NerfConfig]:
 
 # name -> (help, config)
 PRESETS: dict[str, tuple[str, NerfConfig]] = {
-    "default": _preset("30k steps of 4096 rays: nerfacto's field; the occupancy grid on bounded scenes, "
-                       "the proposal sampler on unbounded ones.",
-                       steps=30_000, checkpoint_every=5000, log_every=100),
-    "fast": _preset("12k steps of 8192 rays: the 5-minute GPU schedule.",
-                    steps=12_000, rays_per_batch=8192, checkpoint_every=3000, log_every=100),
+    "default": _preset("30k steps: nerfacto's field; the occupancy grid with 2^18 field samples a step on "
+                       "bounded scenes, the proposal sampler with 4096 rays on unbounded ones.",
+                       steps=30_000, samples_per_batch=1 << 18, checkpoint_every=5000, log_every=100),
+    "fast": _preset("20k steps of 2^18 field samples (occupancy grid; 8192 rays with proposals): the "
+                    "5-minute GPU schedule.",
+                    steps=20_000, rays_per_batch=8192, samples_per_batch=1 << 18, checkpoint_every=3000,
+                    log_every=100),
     "cpu": _preset(
         "The demo on a CPU: a small grid, the proposal sampler with few samples, 800 steps of 1024 "
         "rays at half resolution.",

@@ -44,7 +44,7 @@ _OCC_KEYS = ("occ_resolution", "march_samples", "occ_threshold", "occ_update_eve
              "occ_decay", "early_stop_eps")
 _ARCH_FROM_CFG += _OCC_KEYS
 # The fields' learning rate by sampler, for `lr` -1 (config.py says why).
-DEFAULT_LR = {"proposal": 3e-3, "occupancy": 1e-2}
+DEFAULT_LR = {"proposal": 1e-3, "occupancy": 1e-2}  # NerfConfig.lr says why
 # Checkpoints from before the occupancy sampler lack its keys: they sampled with proposals.
 _ARCH_DEFAULTS = {"sampler": "proposal", **{k: getattr(NerfConfig, k) for k in _OCC_KEYS}}
 
