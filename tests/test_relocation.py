@@ -296,3 +296,68 @@ def test_mcmc_step_on_cuda_is_gsplats_own():
         assert (ops.compute_relocation, ops.quat_scale_to_covar_preci) == originals
     for k in results[0]:
         torch.testing.assert_close(results[1][k], results[0][k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def _stats_info(n: int) -> dict:
+    """What the default strategy's statistics read from a render: screen-space mean gradients
+    (here small: nothing grows), radii, image size."""
+    means2d = torch.zeros(1, n, 2, requires_grad=True)
+    means2d.grad = torch.full((1, n, 2), 1e-9)
+    return {"means2d": means2d, "radii": torch.ones(1, n, 2, dtype=torch.int32),
+            "width": 64, "height": 48, "n_cameras": 1, "gaussian_ids": None}
+
+
+def _default(**kw):
+    from splatlab.renderers.splat import strategy as strat
+
+    args = dict(refine_start=500, refine_stop=15_000, refine_every=7, reset_every=3000, grow_grad2d=1.0,
+                grow_scale3d=0.01, prune_opa=0.005, prune_scale3d=1e3, absgrad=False, cap_max=0, noise_lr=0.0)
+    return strat.make_strategy("default", **{**args, **kw})
+
+
+def test_opacity_reset_where_gsplat_never_resets():
+    """`--opacity-reset`: at a reset step every opacity above 2 x prune_opa is clamped to it and
+    its Adam moments are zeroed; lower ones stay. gsplat 1.5.3's own DefaultStrategy leaves them
+    (its reset condition is always false), and so does ours without the option."""
+    from splatlab.renderers.splat.strategies import DefaultStrategy
+
+    def run(strategy, step):
+        torch.manual_seed(0)
+        params, opts = _splats(50, seed=2, dead=0)
+        params["opacities"].data = torch.linspace(-8.0, 4.0, 50)  # 3e-4 .. 0.98
+        params["opacities"].sum().backward()
+        for o in opts.values():
+            o.step()
+        before = params["opacities"].detach().clone()
+        strategy.step_post_backward(params, opts, strategy.initialize_state(scene_scale=1.0), step,
+                                    _stats_info(50))
+        return before, params, opts
+
+    cap = torch.logit(torch.tensor(0.01))
+    before, params, opts = run(_default(reset_opacities=True), 3000)
+    after = params["opacities"].detach()
+    assert torch.equal(after, torch.minimum(before, cap))
+    assert (before > cap).sum() > 20 and (before < cap).sum() > 5  # both kinds were there
+    p = params["opacities"]
+    assert opts["opacities"].param_groups[0]["params"][0] is p
+    assert not opts["opacities"].state[p]["exp_avg"].any() and not opts["opacities"].state[p]["exp_avg_sq"].any()
+
+    before, params, _ = run(_default(reset_opacities=True), 3001)  # not a reset step
+    assert torch.equal(params["opacities"].detach(), before)
+    before, params, _ = run(_default(), 3000)  # option off: as gsplat
+    assert torch.equal(params["opacities"].detach(), before)
+    upstream = DefaultStrategy(prune_opa=0.005, grow_grad2d=1.0, prune_scale3d=1e3, refine_start_iter=500,
+                               refine_stop_iter=15_000, refine_every=7, reset_every=3000)
+    before, params, _ = run(upstream, 3000)
+    assert torch.equal(params["opacities"].detach(), before)  # gsplat 1.5.3: no reset
+
+
+def test_opacity_reset_schedule():
+    """Resets at every multiple of reset_every while refining (3DGS: 3000, 6000, 9000, 12000 of
+    a 15k refinement) plus, with reset_at_start, refine_start (its white-background reset)."""
+    s = _default(reset_opacities=True, reset_at_start=True)
+    assert [k for k in range(30_001) if s.resets_at(k)] == [500, 3000, 6000, 9000, 12000]
+    s = _default(reset_opacities=True)
+    assert [k for k in range(30_001) if s.resets_at(k)] == [3000, 6000, 9000, 12000]
+    assert not any(_default().resets_at(k) for k in range(30_001))
+    assert not any(_default(reset_opacities=True, reset_every=0).resets_at(k) for k in range(30_001))

@@ -63,7 +63,12 @@ class SplatConfig(TrainConfig):
     refine_every: int = 100
     """Densify every this many steps."""
     reset_every: int = 3000
-    """Reset opacities every this many steps (default strategy)."""
+    """Default strategy with --opacity-reset: reset opacities every this many steps while refining."""
+    opacity_reset: bool = False
+    """Default strategy: clamp every opacity to 2 x prune_opa every `reset_every` steps while
+    refining (and once at refine_start on scenes with a background colour), as 3DGS does, so
+    floaters that only stay opaque by inertia get pruned. gsplat 1.5.3's DefaultStrategy never
+    resets (an operator-precedence bug in its condition); off, runs match its simple_trainer."""
     grow_grad2d: float = 0.0002
     """Split/duplicate Gaussians whose mean screen-space gradient is above this."""
     grow_scale3d: float = 0.01

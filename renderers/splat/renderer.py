@@ -199,7 +199,8 @@ class SplatRenderer(Renderer):
             refine_every=cfg.refine_every, reset_every=cfg.reset_every,
             grow_grad2d=cfg.grow_grad2d, grow_scale3d=cfg.grow_scale3d, prune_opa=cfg.prune_opa,
             prune_scale3d=cfg.prune_scale3d, absgrad=cfg.absgrad, cap_max=cfg.cap_max,
-            noise_lr=cfg.noise_lr,
+            noise_lr=cfg.noise_lr, reset_opacities=cfg.opacity_reset,
+            reset_at_start=cfg.opacity_reset and scene.background is not None,
         )
         if self._strategy_state is None:
             self._strategy_state = strat.initial_state(self._strategy, self._extent)

@@ -24,7 +24,31 @@ StrategyKind = Literal["default", "mcmc"]
 class SyncFreeDefaultStrategy(DefaultStrategy):
     """gsplat's DefaultStrategy with a per-step statistics update that never waits on
     the GPU: upstream gathers the visible Gaussians with `torch.where` (a device->host
-    sync every step); a masked sum over cameras gives the same grad2d/count."""
+    sync every step); a masked sum over cameras gives the same grad2d/count.
+
+    `reset_opacities`: 3DGS's opacity reset, which gsplat 1.5.3 never performs: its condition
+    `step % self.reset_every == 0 & step > 0` parses as the chained comparison
+    `step % reset_every == (0 & step) > 0`, always false. Here every `reset_every` steps while
+    refining (and, with `reset_at_start`, once at `refine_start_iter`, as 3DGS does on
+    white-background scenes) every opacity is clamped to 2 x `prune_opa`, its Adam moments zeroed."""
+
+    reset_opacities: bool = False
+    reset_at_start: bool = False
+
+    def step_post_backward(self, params, optimizers, state: dict, step: int, info: dict,
+                           packed: bool = False) -> None:
+        super().step_post_backward(params, optimizers, state, step, info, packed=packed)
+        if self.resets_at(step):
+            from gsplat.strategy.ops import reset_opa
+
+            reset_opa(params=params, optimizers=optimizers, state=state, value=self.prune_opa * 2.0)
+
+    def resets_at(self, step: int) -> bool:
+        """Whether `step_post_backward` resets the opacities at this step."""
+        if not self.reset_opacities or not 0 < step < self.refine_stop_iter:
+            return False
+        return (self.reset_every > 0 and step % self.reset_every == 0) or (
+            self.reset_at_start and step == self.refine_start_iter)
 
     def _update_state(self, params, state: dict, info: dict, packed: bool = False) -> None:
         if packed:  # packed renders list visible ids already; upstream code is fine
@@ -68,13 +92,16 @@ def make_strategy(
     absgrad: bool,
     cap_max: int,
     noise_lr: float,
+    reset_opacities: bool = False,
+    reset_at_start: bool = False,
 ) -> Strategy:
     if kind == "default":
         return SyncFreeDefaultStrategy(
             prune_opa=prune_opa, grow_grad2d=grow_grad2d, grow_scale3d=grow_scale3d,
             prune_scale3d=prune_scale3d, refine_start_iter=refine_start,
             refine_stop_iter=refine_stop, refine_every=refine_every,
-            reset_every=reset_every, absgrad=absgrad,
+            reset_every=reset_every, absgrad=absgrad, reset_opacities=reset_opacities,
+            reset_at_start=reset_at_start,
         )
     if kind == "mcmc":
         return MCMCStrategy(
