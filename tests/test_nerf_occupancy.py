@@ -313,6 +313,8 @@ def test_ray_batch_follows_the_sample_budget(tiny_scene):
     assert sampler.next(1).pixels.shape[0] == min(max(round(5000 / spr / 256) * 256, 256), 5000)
     with pytest.raises(ValueError):
         sampler.resize(0)
+    with pytest.raises(ValueError, match="--samples-per-batch"):
+        r.setup_training(occ_cfg(samples_per_batch=-1), tiny_scene)
 
     fixed = occ_cfg(rays_per_batch=512)
     r = NerfRenderer.build(tiny_scene, fixed, "cpu")

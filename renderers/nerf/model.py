@@ -329,7 +329,9 @@ class NerfRenderer(Renderer):
 
     def setup_training(self, cfg: NerfConfig, scene) -> None:
         self.loss_weights = (float(cfg.interlevel_weight), float(cfg.distortion_weight))
-        self.sample_budget = max(int(cfg.samples_per_batch), 0) if self.occupancy else 0
+        if cfg.samples_per_batch < 0:
+            raise ValueError(f"--samples-per-batch must be 0 (fixed rays) or positive, got {cfg.samples_per_batch}")
+        self.sample_budget = int(cfg.samples_per_batch) if self.occupancy else 0
         self.max_rays = max(int(cfg.rays_per_batch), self.sample_budget)
 
     def rays_wanted(self, current: int) -> int:
