@@ -148,6 +148,7 @@ def test_frame_budget_counts_the_jpeg_encode(monkeypatch):
 
     class Cam:
         wxyz, position, fov, image_width, image_height = rotmat_to_quat(np.eye(3)), np.array([0, 0, -4.0]), 0.8, 640, 480
+        look_at, update_timestamp = np.zeros(3), 1.0
 
     sent = []
 
@@ -181,6 +182,7 @@ def test_frame_budget_counts_the_jpeg_encode(monkeypatch):
     s._last_key = s._last_full_key = None
     s._last_sent, s.frames_sent = 0.0, 0
     s._last_moving, s._moved_since = False, None
+    s._held_until = 0.0
     s._step()
     assert sent == [(48, 64, 3)]  # the first moving frame: 1/8 of 512
     assert s.policy.s_per_px >= 0.05 / (64 * 48)
@@ -201,6 +203,7 @@ def test_degenerate_camera_from_a_client_is_skipped(caplog):
 
     class Cam:
         wxyz, position, fov, image_width, image_height = np.full(4, np.nan), np.zeros(3), 0.8, 640, 480
+        look_at, update_timestamp = np.zeros(3), 1.0
 
     class Client:
         client_id, camera = 7, Cam()
@@ -212,7 +215,7 @@ def test_degenerate_camera_from_a_client_is_skipped(caplog):
             raise AssertionError("must not render a degenerate camera")
 
     s = _ClientSession.__new__(_ClientSession)
-    s.viewer, s.client = Viewer(), Client()
+    s.viewer, s.client, s._held_until = Viewer(), Client(), 0.0
     with caplog.at_level("WARNING", logger="splatlab.viewer"):
         s._step()
         Cam.fov, Cam.wxyz = 0.0, np.array([1.0, 0, 0, 0])
@@ -281,3 +284,87 @@ def test_viewer_never_imports_app():
                 names = [node.module] if node.level == 0 else []
             for n in names:
                 assert not n.startswith(("splatlab.app", "splatlab.rasterizer")), f"{py.name} imports {n}"
+
+
+
+def test_no_frame_of_a_loading_pages_camera_before_the_initial_one(monkeypatch):
+    """A loading page reports viser's start camera (fov 75 deg at (3, 3, 3)) or
+    react-three-fiber's default (at distance 5), both looking at the origin and maybe
+    turned by the scene's up direction, before the viewer's initial camera, seconds later
+    on a busy machine (these are the poses headless Chromium sent). No frame is rendered of
+    them (the initial camera is, in their place); once the page has reached the initial
+    camera its moves are rendered. A page that never shows them (a script, a URL camera)
+    gets its own camera from the start, and one looking at the origin after HOLD_S."""
+    import time as _time
+
+    from wsclient import ViserTestClient, look_at_wxyz
+
+    from splatlab.scenes.geometry import look_at
+    from splatlab.scenes.types import Cameras
+    from splatlab.viewer import server
+    from splatlab.viewer.server import ViewerServer
+
+    rendered = []
+
+    def fake_render(model, cam, w, h, settings):
+        rendered.append((cam.c2w[:3, 3].copy(), cam.fov_y))
+        return np.zeros((h, w, 3), np.uint8)
+
+    monkeypatch.setattr(server, "render_frame", fake_render)
+    angles = np.linspace(0, 2 * np.pi, 4, endpoint=False)
+    eyes = np.stack([2.5 * np.cos(angles), 2.5 * np.sin(angles), np.full(4, 0.5)], -1)
+    c2w = look_at(eyes, np.zeros(3))
+    cams = Cameras(camtoworlds=torch.from_numpy(c2w).float(), fx=torch.full((4,), 40.0), fy=torch.full((4,), 40.0),
+                   cx=torch.full((4,), 32.0), cy=torch.full((4,), 24.0), width=torch.full((4,), 64),
+                   height=torch.full((4,), 48))
+    v = ViewerServer(SplatRenderer(_model()), cameras=cams, port=0)
+
+    def wait_for(client, pred, timeout=20.0):
+        t0 = _time.monotonic()
+        while not pred():
+            assert _time.monotonic() - t0 < timeout, f"timed out; rendered {rendered}"
+            client.pump(0.05)
+
+    def send(client, position, fov, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0)):
+        client.send_camera(look_at_wxyz(position, target, up), position, fov, 640, 480, look_at=target, up=up)
+
+    try:
+        # The initial camera: the first training camera's.
+        pos0, fov0, up0 = c2w[0, :3, 3], 2 * math.atan(24 / 40), -c2w[0, :3, 1]
+        target0 = pos0 + c2w[0, :3, 2] * float(np.dot(-pos0, c2w[0, :3, 2]))  # the scene centre is ~0
+        turn = quat_to_rotmat(np.array([np.cos(0.4), 0.0, np.sin(0.4), 0.0]))
+        early = [(np.array([3.0, 3.0, 3.0]), math.radians(75.0)), (turn @ [3.0, 3.0, 3.0], fov0),
+                 (turn @ [0.0, 0.0, 5.0], fov0)]
+
+        page = ViserTestClient("127.0.0.1", v.port)
+        for position, fov in early:
+            send(page, position, fov, up=turn @ [0.0, 0.0, 1.0])
+            page.pump(0.6)  # a moving frame, then the still one (0.3 s later)
+        before = len(rendered)
+        assert before >= 2 and all(np.allclose(p, pos0) and abs(f - fov0) < 1e-9 for p, f in rendered), rendered
+        # The page arrives (through the browser's float arithmetic), then moves.
+        send(page, pos0 + 1e-7, fov0, target0, up0)
+        page.pump(0.5)
+        moved = pos0 + np.array([0.0, 0.0, 0.3])
+        send(page, moved, fov0, target0 + [0.0, 0.0, 0.3], up0)
+        wait_for(page, lambda: any(np.allclose(p, moved) for p, _ in rendered[before:]))
+        page.close()
+        assert not [p for p, _ in rendered if any(np.allclose(p, e, atol=1e-3) for e, _ in early)]
+
+        n = len(rendered)
+        own = np.array([0.5, -2.0, 1.0])
+        script = ViserTestClient("127.0.0.1", v.port)
+        send(script, own, 0.8, target=(0.1, 0.0, 0.0))
+        wait_for(script, lambda: len(rendered) > n)
+        script.close()
+        assert np.allclose(rendered[n][0], own) and rendered[n][1] == 0.8
+
+        monkeypatch.setattr(server, "HOLD_S", 1.0)
+        n = len(rendered)
+        url = ViserTestClient("127.0.0.1", v.port)
+        send(url, own, 0.8)
+        wait_for(url, lambda: any(np.allclose(p, own) for p, _ in rendered[n:]))
+        url.close()
+        assert np.allclose(rendered[n][0], pos0), "the initial camera first"
+    finally:
+        v.stop()

@@ -6,6 +6,8 @@ latest camera wins; stale ones are never rendered). While the camera moves it re
 at a scale chosen from the measured render time (`AdaptiveResolution`) and a low JPEG
 quality; once the camera has been still for ~0.3 s it renders full resolution at high
 quality, once. A live feed re-renders when a new version is published (throttled).
+A loading page reports other cameras before the viewer's initial one; those frames are
+rendered from the initial camera (`before_initial`).
 Errors on one client (it disconnected mid-frame, sent a degenerate camera) are logged
 once and skipped; the server keeps running.
 """
@@ -42,6 +44,7 @@ MOVING_JPEG_QUALITY = 55
 STILL_JPEG_QUALITY = 92
 LIVE_RERENDER_S = 1.0  # at most this often per client when only the live model changed (training pays for each)
 MAX_FPS = 30.0  # frames per client per second, whatever the camera message rate
+HOLD_S = 10.0  # a new page's frames come from the initial camera at most this long (before_initial)
 # Renders in flight across clients: bounds the renderer's scratch memory, not just the
 # client count. On CPU one render already uses every core, so a second only adds memory.
 CONCURRENT_RENDERS = {"cpu": 1, "cuda": 2}
@@ -72,6 +75,19 @@ class _Once:
         log.warning(msg)
 
 
+def before_initial(position, look_at, start_position) -> bool:
+    """Whether a page's camera is one it reports before it has applied the viewer's initial
+    camera (seconds before, on a busy machine). Seen so far: viser's start camera ((3, 3,
+    3), fov 75 deg) and react-three-fiber's default ((0, 0, 5) in three.js axes), maybe
+    turned by the scene's up direction, at viser's fov or already the initial one. All look
+    at the origin, where a page's camera looks later only if the user puts it there; an
+    initial camera looking at the origin is told apart by its position."""
+    look_at = np.asarray(look_at, np.float64)
+    start = np.asarray(start_position, np.float64)
+    near_start = np.linalg.norm(np.asarray(position, np.float64) - start) <= 1e-4 * max(1.0, np.linalg.norm(start))
+    return bool(np.abs(look_at).max() <= 1e-9 and not near_start)
+
+
 class _ClientSession:
     def __init__(self, viewer: "ViewerServer", client):
         self.viewer = viewer
@@ -86,6 +102,10 @@ class _ClientSession:
         self._last_moving = False  # the last frame sent was a moving one
         self._moved_since: Optional[float] = None  # first camera change not rendered yet
         self.frames_sent = 0
+        # While the page reports a camera from before the initial one (`before_initial`),
+        # its frames are rendered from the initial view, where it is going; for HOLD_S at
+        # most, so that a page sent elsewhere (a URL camera at the origin) is not stuck.
+        self._held_until = time.monotonic() + HOLD_S if viewer.start_pose is not None else 0.0
         self.thread = threading.Thread(target=self._loop, daemon=True,
                                        name=f"viewer-client-{client.client_id}")
         client.camera.on_update(self._on_camera)
@@ -114,8 +134,24 @@ class _ClientSession:
 
     def _camera(self) -> Optional[ViewCamera]:
         cam = self.client.camera
+        for _ in range(3):
+            # viser swaps in each camera message's state whole: fields read across a swap
+            # would mix two poses (say the start camera's rotation at the initial position).
+            t = cam.update_timestamp
+            wxyz, position, fov, look_at = cam.wxyz, cam.position, cam.fov, cam.look_at
+            if cam.update_timestamp == t:
+                break
+        else:
+            return None
+        if self._held_until:
+            start = self.viewer.start_pose
+            if time.monotonic() < self._held_until and before_initial(position, look_at, start[1]):
+                wxyz, position, fov = start
+            else:
+                self._held_until = 0.0
+                log.debug("client %s: rendering its own camera", self.client.client_id)
         try:
-            return ViewCamera.from_viser(cam.wxyz, cam.position, cam.fov, cam.image_width, cam.image_height)
+            return ViewCamera.from_viser(wxyz, position, fov, cam.image_width, cam.image_height)
         except (ValueError, ZeroDivisionError, AssertionError) as e:
             self.viewer._once(f"cam{self.client.client_id}",
                               f"client {self.client.client_id}: skipping degenerate camera ({e})")
@@ -315,6 +351,8 @@ class ViewerServer:
         self.frustums = []
         self.point_cloud = None
         self._start_c2w: Optional[np.ndarray] = None
+        # The initial camera: wxyz, position, vertical fov.
+        self.start_pose: Optional[tuple[np.ndarray, np.ndarray, float]] = None
         extent = 1.0
         if self.cameras is not None and len(self.cameras) > 0:
             c2w = self.cameras.camtoworlds.double().cpu().numpy()
@@ -334,9 +372,9 @@ class ViewerServer:
                 handle.on_click(self._make_jump(i, fov))
                 self.frustums.append(handle)
             self._start_c2w = c2w[0]
-            set_initial_camera(self.server.initial_camera, initial_view(
-                c2w[0], focal_to_fov(float(self.cameras.fy[0]), float(self.cameras.height[0])),
-                self._scene_center()))
+            fov = focal_to_fov(float(self.cameras.fy[0]), float(self.cameras.height[0]))
+            set_initial_camera(self.server.initial_camera, initial_view(c2w[0], fov, self._scene_center()))
+            self.start_pose = (rotmat_to_quat(c2w[0, :3, :3]), c2w[0, :3, 3].copy(), fov)
         if points is not None and points[0] is not None and len(points[0]) > 0:
             pts = np.asarray(points[0], dtype=np.float32)
             cols = points[1] if points[1] is not None else np.full((len(pts), 3), 200, np.uint8)
