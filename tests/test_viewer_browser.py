@@ -274,9 +274,7 @@ def test_nerf_run_frame_matches_server_render(nerf, browser):
     finally:
         page.close()
     got = _region(shot, size)
-    from PIL import Image; Image.fromarray(shot).save("/tmp/shot.png"); print("FRAMES", view.frames()[-8:])
     want = _server_render(loaded.renderer, cams, 0, size, settings)
-    Image.fromarray(want.clip(0,255).astype("uint8")).save("/tmp/want.png")
     # The other camera: the training view farthest around the orbit from camera 0.
     c = cams.camtoworlds[:, :3, 3].double().numpy()
     far = int(np.argmax(np.linalg.norm(c - c[0], axis=-1)))
