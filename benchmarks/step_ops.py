@@ -148,13 +148,13 @@ class OpCounter:
 
     def wrap_black_boxes(self):
         """The rasterizer (reference on CPU, gsplat on CUDA), and the torch twins that stand
-        in on CPU for one GPU kernel each: the fused photometric loss and gsplat's MCMC
-        relocation and covariance kernels. Returns an undo function."""
-        from splatlab.rasterizer import gsplat_backend, reference, ssim
+        in on CPU for one GPU kernel each: the fused photometric loss, the hash encoding
+        (the NeRF's Triton kernel) and gsplat's MCMC relocation and covariance kernels. Returns an undo function."""
+        from splatlab.rasterizer import gsplat_backend, hashgrid, reference, ssim
         from splatlab.renderers.splat import relocation
 
         undo = [self.wrap(reference, "rasterize"), self.wrap(gsplat_backend, "rasterize"),
-                self.wrap(ssim, "photometric_loss_torch"),
+                self.wrap(ssim, "photometric_loss_torch"), self.wrap(hashgrid, "hash_encode_torch"),
                 self.wrap(relocation, "compute_relocation"), self.wrap(relocation, "quat_scale_to_covar")]
 
         def restore():
