@@ -116,17 +116,20 @@ def test_interlevel_loss_zero_when_proposal_bounds_and_positive_otherwise():
 
 
 def test_sample_pdf_follows_the_weights():
+    """Inverse-CDF sampling puts the samples where the weights are, plus the padding's share."""
     torch.manual_seed(0)
     bins = uniform_bins(64, 10, jitter=False, device="cpu")
     w = torch.zeros(64, 10)
     w[:, 6] = 1.0  # all mass in [0.6, 0.7)
     for jitter in (False, True):
-        new = sample_pdf(bins, w, 32, jitter=jitter)
-        assert new.shape == (64, 33)
+        new = sample_pdf(bins, w, 256, jitter=jitter)
+        assert new.shape == (64, 257)
         assert (new[:, 1:] >= new[:, :-1]).all() and new[:, 0].eq(0).all() and new[:, -1].eq(1).all()
         inner = new[:, 1:-1]
-        frac_in = ((inner >= 0.6) & (inner <= 0.7)).float().mean()
-        assert frac_in > 0.9  # the 1% padding sends a few elsewhere
+        frac_in = float(((inner >= 0.6) & (inner <= 0.7)).float().mean())
+        # nerfacto's histogram padding, 0.01 added to each of the 10 bins: the bin's share of
+        # the density is 1.01 / 1.1, and the rest stays spread over the ray
+        assert abs(frac_in - 1.01 / 1.1) < 0.01, frac_in
 
 
 def test_packed_matches_dense_values_and_gradients_on_ragged_rays():

@@ -126,8 +126,9 @@ class NerfConfig(TrainConfig):
     """Learning rate of the fields (hash tables and MLPs); -1: by sampler. Occupancy: Instant-NGP's
     1e-2 (lego `fast` on an H100: 35.15 dB, no collapse). Proposal: 1e-3, as nerfacto's 1e-2 sent
     every density to the e^30 cap after about 1k steps on lego and beer, and 3e-3 still did on beer
-    at step 2400 (an H100, benchmarks/RESULTS.md, "NeRF stability"). The `cpu` preset's short
-    schedule sets 1e-2."""
+    at step 2400 (an H100, benchmarks/RESULTS.md, "NeRF stability"); both runs predate the
+    resampling's histogram padding, which ended that collapse on a CPU, so 1e-3 stays until a GPU
+    run says more. The `cpu` preset's short schedule sets 1e-2."""
     lr_final: float = 0.01
     """Learning rate at the last step, as a fraction of `lr`."""
     lr_appearance: float = 1e-2

@@ -81,8 +81,13 @@ def uniform_bins(num_rays: int, num_samples: int, jitter: bool, device) -> Float
 def sample_pdf(bins: Float[Tensor, "R S1"], weights: Float[Tensor, "R S"], num_samples: int,
                jitter: bool, padding: float = 0.01) -> Float[Tensor, "R N1"]:
     """New bin edges (num_samples+1) drawn from the piecewise-constant density `weights` over
-    `bins` by inverse CDF (a little uniform padding keeps empty space reachable)."""
-    w = weights.detach() + padding / weights.shape[-1]
+    `bins` by inverse CDF. `padding` is added to every bin's weight, as nerfacto's histogram
+    padding: with S bins and weights summing to ~1, about S x padding / (1 + S x padding) of the
+    samples stay spread over the whole ray, so the field keeps seeing where its surfaces are even
+    when the proposals have drifted off them (with 1% of the samples spread, proposals that
+    drifted to the near plane took every sample with them: benchmarks/RESULTS.md, "NeRF
+    stability")."""
+    w = weights.detach() + padding
     pdf = w / w.sum(-1, keepdim=True)
     cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, -1).clamp(max=1)], -1)
     R, n = bins.shape[0], num_samples + 1
