@@ -43,8 +43,8 @@ _ARCH_FROM_CFG = ("hash_levels", "hash_features", "hash_log2_size", "base_resolu
 _OCC_KEYS = ("occ_resolution", "march_samples", "occ_threshold", "occ_update_every", "occ_warmup_steps",
              "occ_decay", "early_stop_eps")
 _ARCH_FROM_CFG += _OCC_KEYS
-# The fields' learning rate by sampler, for `lr` -1 (config.py says why).
-DEFAULT_LR = {"proposal": 1e-3, "occupancy": 1e-2}  # NerfConfig.lr says why
+# The fields' learning rate by sampler, for `lr` -1 (NerfConfig.lr says why).
+DEFAULT_LR = {"proposal": 1e-3, "occupancy": 1e-2}
 # Checkpoints from before the occupancy sampler lack its keys: they sampled with proposals.
 _ARCH_DEFAULTS = {"sampler": "proposal", **{k: getattr(NerfConfig, k) for k in _OCC_KEYS}}
 
