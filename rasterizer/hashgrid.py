@@ -146,6 +146,20 @@ VARIANTS: dict[str, HashKernelConfig] = {
     "v2-xpair": HashKernelConfig(pair_x=True),
     "v2-lpp4-xpair": HashKernelConfig(levels_per_program=4, pair_x=True),
     "v2-lpp4-xpair-rep16": HashKernelConfig(levels_per_program=4, pair_x=True, replicas=16),
+    # Around the default: points per thread and per program, levels per program, copies.
+    "v2-lpp4-xpair-rep16-b256": HashKernelConfig(levels_per_program=4, pair_x=True, replicas=16, block=256),
+    "v2-lpp4-xpair-rep16-b512": HashKernelConfig(levels_per_program=4, pair_x=True, replicas=16, block=512),
+    "v2-lpp4-xpair-rep16-b256-w8": HashKernelConfig(levels_per_program=4, pair_x=True, replicas=16, block=256,
+                                                    num_warps=8),
+    "v2-lpp4-xpair-rep16-b64-w2": HashKernelConfig(levels_per_program=4, pair_x=True, replicas=16, block=64,
+                                                   num_warps=2),
+    "v2-lpp2-xpair-rep16": HashKernelConfig(levels_per_program=2, pair_x=True, replicas=16),
+    "v2-lpp8-xpair-rep16": HashKernelConfig(levels_per_program=8, pair_x=True, replicas=16),
+    "v2-lpp4-xpair-rep8": HashKernelConfig(levels_per_program=4, pair_x=True, replicas=8),
+    "v2-lpp4-xpair-rep32": HashKernelConfig(levels_per_program=4, pair_x=True, replicas=32),
+    "v2-lpp4-xpair-rep16-e17": HashKernelConfig(levels_per_program=4, pair_x=True, replicas=16,
+                                                replica_entries=1 << 17),
+    "v2-lpp4-xpair-rep16-evict": HashKernelConfig(levels_per_program=4, pair_x=True, replicas=16, evict=True),
 }
 # The kernel `hash_encode` uses: a VARIANTS name, or "FWD/BWD" (one variant's forward, another's
 # backward). The environment variable SPLATLAB_HASHGRID_VARIANT overrides it (for timing runs).
