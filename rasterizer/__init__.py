@@ -42,6 +42,7 @@ def rasterize(
     absgrad: bool = False,
     distributed: bool = False,
     backend: Backend = "auto",
+    isect_capacity=None,
 ) -> RenderOutput:
     """Render N Gaussians into C cameras.
 
@@ -53,6 +54,10 @@ def rasterize(
     `distributed`: the Gaussians are this process's shard of a model split across
     torch.distributed ranks, and every rank renders its own C cameras of the whole model
     (a collective; gsplat's distributed mode on CUDA, its torch twin in distributed.py).
+
+    `isect_capacity` (an `isect.IsectCapacity`, gsplat backend): sort the tile
+    intersections into buffers of a capacity chosen from earlier renders, without the
+    per-render host read (isect.py); ignored by the reference backend.
     """
     if backend == "auto":
         backend = "gsplat" if means.is_cuda else "reference"
@@ -66,7 +71,7 @@ def rasterize(
         from . import gsplat_backend
 
         return gsplat_backend.rasterize(means, quats, scales, opacities, colors, viewmats, Ks,
-                                        width, height, distributed=distributed, **kw)
+                                        width, height, distributed=distributed, isect_capacity=isect_capacity, **kw)
     if backend != "reference":
         raise ValueError(f"unknown rasterizer backend {backend!r}")
     from . import reference

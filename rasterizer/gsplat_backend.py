@@ -64,6 +64,7 @@ def rasterize(
     antialiased: bool = False,
     absgrad: bool = False,
     distributed: bool = False,
+    isect_capacity=None,
 ) -> RenderOutput:
     """See `splatlab.rasterizer.rasterize` (`distributed`: gsplat's multi-GPU mode, whose
     `info` holds this rank's Gaussians projected into every rank's cameras)."""
@@ -75,7 +76,7 @@ def rasterize(
         img, alphas, info = _direct(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
                                     near_plane=near_plane, far_plane=far_plane, sh_degree=sh_degree,
                                     backgrounds=backgrounds, with_depth=render_mode == "RGB+ED",
-                                    antialiased=antialiased, absgrad=absgrad)
+                                    antialiased=antialiased, absgrad=absgrad, isect_capacity=isect_capacity)
     else:
         img, alphas, info = rasterization(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height,
@@ -91,9 +92,10 @@ def rasterize(
 
 def _direct(means, quats, scales, opacities, colors, viewmats, Ks, width: int, height: int, *,
             near_plane: float, far_plane: float, sh_degree: int, backgrounds, with_depth: bool,
-            antialiased: bool, absgrad: bool):
+            antialiased: bool, absgrad: bool, isect_capacity=None):
     """gsplat's `rasterization` for N Gaussians with N K 3 SH colours into C cameras,
-    packed=False, stage by stage (gsplat 1.5.3's rendering.py, the branches taken here)."""
+    packed=False, stage by stage (gsplat 1.5.3's rendering.py, the branches taken here).
+    With `isect_capacity` the tile intersection is isect.py's (no host read)."""
     import torch
     from gsplat.cuda._wrapper import (fully_fused_projection, isect_offset_encode, isect_tiles,
                                       rasterize_to_pixels, spherical_harmonics)
@@ -116,11 +118,19 @@ def _direct(means, quats, scales, opacities, colors, viewmats, Ks, width: int, h
         if backgrounds is not None:
             backgrounds = torch.cat([backgrounds, torch.zeros(C, 1, device=backgrounds.device)], dim=-1)
     tw, th = math.ceil(width / TILE_SIZE), math.ceil(height / TILE_SIZE)
-    tiles_per_gauss, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, TILE_SIZE, tw, th,
-                                                          packed=False, n_images=C)
-    offsets = isect_offset_encode(isect_ids, C, tw, th).reshape(C, th, tw)
+    tile_masks = None
+    if isect_capacity is None:
+        tiles_per_gauss, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, TILE_SIZE, tw, th,
+                                                              packed=False, n_images=C)
+        offsets = isect_offset_encode(isect_ids, C, tw, th).reshape(C, th, tw)
+    else:
+        from .isect import intersect
+
+        ix = intersect(means2d.detach(), radii, depths.detach(), TILE_SIZE, tw, th, isect_capacity)
+        tiles_per_gauss, isect_ids, flatten_ids = ix.tiles_per_gauss, None, ix.flatten_ids
+        offsets, tile_masks = ix.offsets, ix.masks
     img, alphas = rasterize_to_pixels(means2d, conics, rgb, opac, width, height, TILE_SIZE, offsets, flatten_ids,
-                                      backgrounds=backgrounds, packed=False, absgrad=absgrad)
+                                      backgrounds=backgrounds, masks=tile_masks, packed=False, absgrad=absgrad)
     if with_depth:
         img = torch.cat([img[..., :-1], img[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)
     info = {"batch_ids": None, "camera_ids": None, "gaussian_ids": None, "radii": radii, "means2d": means2d,

@@ -138,6 +138,7 @@ class SplatModel(torch.nn.Module):
         filter_variance: Optional[Float[Tensor, " N"]] = None,
         activated: Optional[tuple[Tensor, Tensor]] = None,
         distributed: bool = False,
+        isect_capacity=None,
     ) -> RenderOutput:
         """`filter_variance`: Mip-Splatting's per-Gaussian 3D filter (renderers/splat/antialias.py).
         `activated`: (self.scales, self.opacities) when the caller has them already.
@@ -153,7 +154,7 @@ class SplatModel(torch.nn.Module):
             viewmats, Ks, width, height,
             near_plane=near_plane, far_plane=far_plane, sh_degree=degree,
             backgrounds=backgrounds, render_mode=render_mode, antialiased=antialiased,
-            absgrad=absgrad, distributed=distributed, backend=backend,
+            absgrad=absgrad, distributed=distributed, backend=backend, isect_capacity=isect_capacity,
         )
 
     # ---- (de)serialisation -------------------------------------------------------

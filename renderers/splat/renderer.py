@@ -8,6 +8,7 @@ from `Batch.image_idx`, the antialiased mode with its 3D filter, the Gaussian ca
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
@@ -22,6 +23,11 @@ from splatlab.renderers.base import Batch, ParamGroup, Rendered, Renderer
 from .casual import REFINED_POSES, Casual, baked_model, rough_poses
 from .config import PRESETS, SplatConfig
 from .model import SplatModel, scene_init_points, sh_to_rgb
+
+
+# SPLATLAB_ISECT=capacity: training renders intersect tiles without the per-step host read
+# (rasterizer/isect.py); "exact" (the default) keeps gsplat's.
+ISECT_ENV = "SPLATLAB_ISECT"
 
 
 def init_model(cfg: SplatConfig, scene, extent: float, device) -> SplatModel:
@@ -79,6 +85,7 @@ class SplatRenderer(Renderer):
         self._checked = False
         self._views: dict[int, tuple] = {}  # training Cameras -> what a render needs of them
         self._shard: Optional[tuple[int, int]] = None  # (rank, processes) when sharded (shard.py)
+        self._isect = None  # training renders' IsectCapacity (SPLATLAB_ISECT=capacity, CUDA)
 
     # ---- construction and state -------------------------------------------------------
     @classmethod
@@ -181,7 +188,7 @@ class SplatRenderer(Renderer):
             viewmats, Ks, width, height, sh_degree=degree, backgrounds=batch.background,
             render_mode="RGB", near_plane=self.near_plane, far_plane=self.far_plane,
             absgrad=cfg.absgrad, antialiased=self.antialias, filter_variance=self.filter_variance,
-            activated=activated, distributed=self._shard is not None,
+            activated=activated, distributed=self._shard is not None, isect_capacity=self._isect,
         )
         r = self._rendered(out, False)
         r.extras["activated"] = activated
@@ -205,6 +212,10 @@ class SplatRenderer(Renderer):
         if self._strategy_state is None:
             self._strategy_state = strat.initial_state(self._strategy, self._extent)
         self._setup_casual(cfg, scene)
+        if os.environ.get(ISECT_ENV, "exact") == "capacity" and self.device.type == "cuda":
+            from splatlab.rasterizer.isect import IsectCapacity
+
+            self._isect = IsectCapacity()
 
     def _setup_casual(self, cfg: SplatConfig, scene) -> None:
         from .budget import gaussian_cap
@@ -310,7 +321,10 @@ class SplatRenderer(Renderer):
 
     # ---- reporting and outputs ---------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        return {"Gaussians": self.model.num_gaussians}
+        s: dict[str, Any] = {"Gaussians": self.model.num_gaussians}
+        if self._isect is not None and self._isect.overflows:
+            s["isect overflows"] = self._isect.overflows
+        return s
 
     def metrics(self) -> dict[str, Any]:
         m: dict[str, Any] = {"num_gaussians": self.model.num_gaussians, "antialias": self.antialias}
@@ -318,6 +332,9 @@ class SplatRenderer(Renderer):
             m["appearance"] = self._cfg.appearance
             m["pose_opt"] = self.casual.poses is not None
             m["pose_opt_choice"] = self._pose_choice
+        if self._isect is not None:
+            self._isect.poll()
+            m["isect_overflows"] = self._isect.overflows
         return m
 
     def write_outputs(self, run_dir: Path, normalization) -> list[Path]:
