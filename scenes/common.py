@@ -164,8 +164,18 @@ def list_images(folder: Path) -> list[Path]:
 
 
 # ---- undistortion (pycolmap) ------------------------------------------------------
+def _pycolmap(intr: Intrinsics):
+    """pycolmap (a dependency, imported only here), or a one-line SceneError with the fix."""
+    try:
+        import pycolmap
+    except ImportError:
+        raise SceneError(None, f"undistorting {intr.model} images needs pycolmap, which is not installed: "
+                         "pip install pycolmap (or reinstall splatlab)") from None
+    return pycolmap
+
+
 def _colmap_camera(intr: Intrinsics):
-    import pycolmap
+    pycolmap = _pycolmap(intr)
 
     k1, k2, k3, k4, p1, p2 = intr.dist
     if intr.model in FISHEYE:
@@ -180,35 +190,29 @@ def _colmap_camera(intr: Intrinsics):
                            params=[intr.fx, intr.fy, intr.cx, intr.cy, k1, k2, p1, p2, k3, 0, 0, 0])
 
 
-def _undistort_options():
-    import pycolmap
-
-    return pycolmap.UndistortCameraOptions()  # blank-free crop, as `colmap image_undistorter`
+def _undistort_options(intr: Intrinsics):
+    return _pycolmap(intr).UndistortCameraOptions()  # blank-free crop, as `colmap image_undistorter`
 
 
 def undistorted(intr: Intrinsics) -> Intrinsics:
     """The pinhole camera that undistorted images of `intr` have."""
     if not intr.distorted:
         return intr
-    import pycolmap
-
-    cam = pycolmap.undistort_camera(_undistort_options(), _colmap_camera(intr))
+    cam = _pycolmap(intr).undistort_camera(_undistort_options(intr), _colmap_camera(intr))
     fx, fy, cx, cy = (float(v) for v in cam.params)
     return Intrinsics("PINHOLE", int(cam.width), int(cam.height), fx, fy, cx, cy)
 
 
 def undistort_mask(mask: np.ndarray, intr: Intrinsics) -> np.ndarray:
-    import pycolmap
-
-    out = pycolmap.undistort_image(_undistort_options(), pycolmap.Bitmap.from_array(np.ascontiguousarray(mask)),
+    pycolmap = _pycolmap(intr)
+    out = pycolmap.undistort_image(_undistort_options(intr), pycolmap.Bitmap.from_array(np.ascontiguousarray(mask)),
                                    _colmap_camera(intr))[0].to_array()
     return out.reshape(out.shape[:2])
 
 
 def undistort_image(img: np.ndarray, intr: Intrinsics) -> np.ndarray:
-    import pycolmap
-
-    cam, opts = _colmap_camera(intr), _undistort_options()
+    pycolmap = _pycolmap(intr)
+    cam, opts = _colmap_camera(intr), _undistort_options(intr)
     out = pycolmap.undistort_image(opts, pycolmap.Bitmap.from_array(np.ascontiguousarray(img[..., :3])), cam)[0].to_array()
     if img.shape[-1] == 4:
         a = pycolmap.undistort_image(opts, pycolmap.Bitmap.from_array(np.ascontiguousarray(img[..., 3])), cam)[0].to_array()

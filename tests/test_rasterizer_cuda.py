@@ -132,32 +132,26 @@ def test_direct_path_is_gsplats_rasterization(monkeypatch, render_mode, antialia
     torch.testing.assert_close(out_d.means2d.absgrad, out_w.means2d.absgrad, atol=1e-6, rtol=1e-4)
 
 
-def test_direct_path_reads_back_once(monkeypatch):
-    """One render, one host read (the tile intersection's count), as torch's sync debug
-    mode counts them: gsplat.rasterization makes two (its torch.inverse checks the
-    matrices for singularity on the host)."""
-    import warnings
-
+def test_direct_path_skips_the_checked_inverse(monkeypatch):
+    """gsplat.rasterization takes the camera centres from torch.inverse, whose singularity
+    check reads a flag back from the GPU (a host sync per render); the direct path never
+    calls it (nor linalg.inv): with both made to fail, it still renders, the wrapper not."""
     from splatlab.rasterizer import gsplat_backend
 
     scene = random_scene(seed=5, sh_degree=3)
     args = [t.to(DEVICE) for t in scene[:7]]
-    rasterize(*args, W, H, sh_degree=3)  # warm up (lazy loads, allocator)
-    torch.cuda.synchronize()
 
-    def syncs(direct: str) -> int:
-        monkeypatch.setenv(gsplat_backend.DIRECT_ENV, direct)
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                rasterize(*args, W, H, sh_degree=3)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-        return sum("synchroniz" in str(w.message) for w in caught)
+    def checked_inverse(*a, **k):
+        raise AssertionError("a checked (host-syncing) inverse was called")
 
-    wrapper, direct = syncs("0"), syncs("1")
-    assert direct == 1 and wrapper == 2, (direct, wrapper)
+    monkeypatch.setattr(torch, "inverse", checked_inverse)
+    monkeypatch.setattr(torch.linalg, "inv", checked_inverse)
+    monkeypatch.setenv(gsplat_backend.DIRECT_ENV, "1")
+    out = rasterize(*args, W, H, sh_degree=3)
+    assert torch.isfinite(out.colors).all()
+    monkeypatch.setenv(gsplat_backend.DIRECT_ENV, "0")
+    with pytest.raises(AssertionError, match="checked"):
+        rasterize(*args, W, H, sh_degree=3)
 
 
 def _run_capacity(scene, capacity, **kw):
@@ -211,9 +205,7 @@ def test_capacity_intersection_renders_as_gsplat(render_mode):
 
 def test_capacity_intersection_does_not_read_back(monkeypatch):
     """After the first render (which sizes the buffers), rendering with an IsectCapacity
-    makes no host read at all (torch's sync debug mode counts them)."""
-    import warnings
-
+    makes no host read at all (torch's sync debug mode raises on one)."""
     from splatlab.rasterizer.isect import IsectCapacity
 
     scene = random_scene(seed=5, sh_degree=3)
@@ -221,15 +213,19 @@ def test_capacity_intersection_does_not_read_back(monkeypatch):
     mgr = IsectCapacity()
     rasterize(*args, W, H, sh_degree=3, isect_capacity=mgr)
     torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("warn")
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising call raises
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            for _ in range(3):
-                rasterize(*args, W, H, sh_degree=3, isect_capacity=mgr)
+        for _ in range(3):
+            rasterize(*args, W, H, sh_degree=3, isect_capacity=mgr)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert not [w for w in caught if "synchroniz" in str(w.message)], [str(w.message) for w in caught]
+    # The check itself works: the exact intersection's count read does raise.
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with pytest.raises(RuntimeError, match="synchroniz"):
+            rasterize(*args, W, H, sh_degree=3)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def test_capacity_overflow_is_counted_and_survived():

@@ -129,6 +129,20 @@ def test_nerfstudio_distortion_is_undistorted(tmp_path):
     assert s.images[0].shape == (int(s.cameras.height[0]), int(s.cameras.width[0]), 3)
 
 
+def test_distorted_scene_without_pycolmap_says_how_to_fix(tmp_path, monkeypatch, capsys):
+    """pycolmap undistorts; where it is missing (a broken install) loading says so in one
+    line with the fix, not a bare ModuleNotFoundError."""
+    import sys
+
+    write_transforms(tmp_path, n=3, distortion={"k1": 0.05, "k2": -0.01, "p1": 0.001, "p2": -0.001})
+    monkeypatch.setitem(sys.modules, "pycolmap", None)  # makes `import pycolmap` raise ImportError
+    with pytest.raises(SceneError, match="OPENCV images needs pycolmap.*pip install pycolmap"):
+        load_scene(tmp_path)
+    assert main(["info", str(tmp_path)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install pycolmap" in err[0], err
+
+
 @pytest.mark.parametrize("content,match", [("{not json", "invalid JSON"), ('{"frames": []}', "no frames"),
                                            ('{"fl_x": 3}', "no frames")])
 def test_nerfstudio_bad_json(tmp_path, content, match):
