@@ -16,7 +16,7 @@ viewer, and exports) render the scene without any correction.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -87,16 +87,8 @@ class BilateralGridAppearance(torch.nn.Module):
     def slice(self, rgb: Float[Tensor, "C H W 3"], idx: Int[Tensor, " C"]) -> Float[Tensor, "C H W 3 4"]:
         """The per-pixel affine transforms of images `idx` for the colours `rgb`."""
         c, h, w, _ = rgb.shape
-        ys = (torch.arange(h, device=rgb.device, dtype=rgb.dtype) + 0.5) / h
-        xs = (torch.arange(w, device=rgb.device, dtype=rgb.dtype) + 0.5) / w
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
         luma = rgb @ rgb.new_tensor(LUMA)  # C H W
-        # grid_sample's coordinates: x, y, z in [-1, 1], align_corners: -1 and 1 are the
-        # first and last grid nodes; z indexes the luminance (depth) axis.
-        coords = torch.stack([gx.expand(c, h, w), gy.expand(c, h, w), luma], -1) * 2 - 1
-        mats = F.grid_sample(self.grids(idx), coords[:, None], mode="bilinear",
-                             padding_mode="border", align_corners=True)  # C 12 1 H W
-        return mats[:, :, 0].permute(0, 2, 3, 1).reshape(c, h, w, 3, 4)
+        return slice_grids(self.grids(idx), luma).reshape(c, h, w, 3, 4)
 
     def forward(self, rgb: Float[Tensor, "C H W 3"], idx: Int[Tensor, " C"]) -> Float[Tensor, "C H W 3"]:
         return apply_affine(self.slice(rgb, idx), rgb)
@@ -112,6 +104,98 @@ class BilateralGridAppearance(torch.nn.Module):
         return tv / d.shape[0]
 
 
+def _slice_coords(luma: Float[Tensor, "C H W"]) -> Float[Tensor, "C 1 H W 3"]:
+    """grid_sample's coordinates of every pixel: x, y, z in [-1, 1] (align_corners: -1 and 1
+    are the first and last grid nodes), z the luminance (the grid's depth axis)."""
+    c, h, w = luma.shape
+    ys = (torch.arange(h, device=luma.device, dtype=luma.dtype) + 0.5) / h
+    xs = (torch.arange(w, device=luma.device, dtype=luma.dtype) + 0.5) / w
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return (torch.stack([gx.expand(c, h, w), gy.expand(c, h, w), luma], -1) * 2 - 1)[:, None]
+
+
+def _axis_weights(n: int, nodes: int, dtype, device) -> Float[Tensor, "n nodes"]:
+    """The linear interpolation weights of n pixel centres (i + 0.5) / n on `nodes` grid
+    nodes spanning [0, 1] (align_corners), as a dense matrix: two non-zeros per row."""
+    wts = torch.zeros(n, nodes, dtype=dtype, device=device)
+    if nodes == 1:
+        return wts + 1
+    u = (torch.arange(n, dtype=dtype, device=device) + 0.5) / n * (nodes - 1)
+    i0 = u.floor().clamp(max=nodes - 2)
+    f = u - i0
+    rows = torch.arange(n, device=device)
+    wts[rows, i0.long()] = 1 - f
+    wts[rows, i0.long() + 1] += f
+    return wts
+
+
+def slice_grids(grids: Float[Tensor, "C 12 L Y X"], luma: Float[Tensor, "C H W"],
+                atomic_free: Optional[bool] = None) -> Float[Tensor, "C H W 12"]:
+    """Every pixel's 12 affine entries, trilinear in the grid at (x, y, luminance).
+    `atomic_free` (default: on CUDA) takes `_BilateralSlice`'s backward instead of
+    grid_sample's; on a CPU grid_sample's scatter is the faster of the two."""
+    if luma.is_cuda if atomic_free is None else atomic_free:
+        return _BilateralSlice.apply(grids, luma)
+    mats = F.grid_sample(grids, _slice_coords(luma), mode="bilinear", padding_mode="border", align_corners=True)
+    return mats[:, :, 0].permute(0, 2, 3, 1)
+
+
+class _BilateralSlice(torch.autograd.Function):
+    """Slice bilateral grids (C 12 L Y X) at every pixel's (x, y, luminance): grid_sample's
+    forward (bilinear, border padding, align_corners), with a backward that needs no
+    atomics. grid_sample's backward scatters every pixel into the few hundred grid cells
+    with atomic adds, millions of them on the same addresses; here the grid gradient is
+    separable: sum_pixels wy(y) wx(x) wz(l) g = Wy^T (g wz) Wx, two dense products per
+    image, and the luminance gradient is the grid's step between luminance nodes sampled
+    at the pixel. Equal to grid_sample's gradients (tests/test_casual.py, float64). On a
+    CPU it is slower than grid_sample's scatter (190 against 97 ms backward at 624 x 350 on
+    2 cores), so `slice_grids` takes it on CUDA only; its GPU time: benchmarks/appearance_bench.py."""
+
+    @staticmethod
+    def forward(ctx, grids: Tensor, luma: Tensor) -> Tensor:
+        coords = _slice_coords(luma)
+        mats = F.grid_sample(grids, coords, mode="bilinear", padding_mode="border", align_corners=True)
+        ctx.save_for_backward(grids, luma)
+        return mats[:, :, 0].permute(0, 2, 3, 1)  # C H W 12
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        grids, luma = ctx.saved_tensors
+        c, k, L, Y, X = grids.shape
+        _, h, w = luma.shape
+        g = g.contiguous()
+        zi = luma.clamp(0, 1) * (L - 1)
+        grad_grids = grad_luma = None
+        if ctx.needs_input_grad[0]:
+            wy = _axis_weights(h, Y, g.dtype, g.device)
+            wx = _axis_weights(w, X, g.dtype, g.device)
+            if L == 1:
+                gz = g[..., None, :]  # C H W 1 12
+            else:
+                l0 = zi.floor().clamp(max=L - 2)
+                fz = zi - l0
+                wz = torch.zeros(c, h, w, L, dtype=g.dtype, device=g.device)
+                wz.scatter_(-1, l0.long()[..., None], (1 - fz)[..., None])
+                wz.scatter_add_(-1, l0.long()[..., None] + 1, fz[..., None])
+                gz = g[..., None, :] * wz[..., None]  # C H W L 12
+            grad = torch.einsum("hy,chwq,wx->cyxq", wy, gz.reshape(c, h, w, -1), wx)
+            grad_grids = grad.reshape(c, Y, X, L, k).permute(0, 4, 3, 1, 2).contiguous()
+        if ctx.needs_input_grad[1] and L > 1:
+            # d mats / d zi = the step between luminance nodes l0 and l0 + 1 at (x, y).
+            steps = grids[:, :, 1:] - grids[:, :, :-1]  # C 12 L-1 Y X
+            l0 = zi.floor().clamp(max=L - 2)
+            znode = l0 / max(L - 2, 1) * 2 - 1 if L > 2 else torch.zeros_like(l0)
+            coords = _slice_coords(luma).clone()
+            coords[..., 2] = znode[:, None]
+            d = F.grid_sample(steps, coords, mode="bilinear", padding_mode="border", align_corners=True)
+            dzi = (d[:, :, 0].permute(0, 2, 3, 1) * g).sum(-1)  # C H W
+            inside = (luma > 0) & (luma < 1)  # border padding clamps: no gradient outside
+            grad_luma = torch.where(inside, dzi * (L - 1), torch.zeros_like(dzi))
+        elif ctx.needs_input_grad[1]:
+            grad_luma = torch.zeros_like(luma)
+        return grad_grids, grad_luma
+
+
 def make_appearance(kind: AppearanceKind, num_images: int, grid_xy: int = 16,
                     grid_guidance: int = 8) -> "torch.nn.Module | None":
     if kind == "off":
@@ -124,4 +208,4 @@ def make_appearance(kind: AppearanceKind, num_images: int, grid_xy: int = 16,
 
 
 __all__ = ["AffineAppearance", "AppearanceKind", "BilateralGridAppearance", "apply_affine",
-           "identity_affine", "make_appearance"]
+           "identity_affine", "make_appearance", "slice_grids"]
