@@ -91,6 +91,13 @@ def _over(gt: "torch.Tensor", bg: "torch.Tensor") -> "torch.Tensor":
     return gt[..., :3] * gt[..., 3:] + bg * (1 - gt[..., 3:])
 
 
+def _area(img: "torch.Tensor", size: tuple[int, int]) -> "torch.Tensor":
+    """B H W C resized to `size` (h, w) by area averaging."""
+    import torch.nn.functional as F
+
+    return F.interpolate(img.permute(0, 3, 1, 2), size=size, mode="area").permute(0, 2, 3, 1).contiguous()
+
+
 def use_masks(scene: "Scene", masks: Optional[bool]) -> bool:
     """--masks/--no-masks against what the scene has (None: use them when it has them)."""
     if masks and not scene.images.has_masks:
@@ -105,12 +112,18 @@ class ImageSampler:
     only) each step's image is composited on a random colour. With `masks` each batch
     carries its image's mask (1 where the loss counts); a view whose mask keeps every pixel
     carries none. Of `world_size` processes, rank r takes the (step * world_size + r)-th
-    view of the same shuffled sequence: each step is a batch of world_size different views."""
+    view of the same shuffled sequence: each step is a batch of world_size different views.
+    With `coarse_to_fine` N > 0 the first N steps see their views at reduced resolution
+    (`scale_at`): images area-averaged, intrinsics scaled to match (Cameras.scaled)."""
 
     def __init__(self, scene: "Scene", device, seed: int, random_background: bool = False,
-                 masks: bool = False, rank: int = 0, world_size: int = 1):
+                 masks: bool = False, rank: int = 0, world_size: int = 1, coarse_to_fine: int = 0):
         import torch
 
+        if coarse_to_fine < 0:
+            raise UserError(f"--coarse-to-fine must be 0 (off) or a number of steps, got {coarse_to_fine}")
+        self.coarse_to_fine = int(coarse_to_fine)
+        self._scaled: dict = {}  # (view, factor) -> its Cameras at that factor (one object: renderers cache by it)
         self.device, self.seed, self.n = device, seed, len(scene.train_idx)
         self.rank, self.world_size = rank, world_size
         if world_size > 1:
@@ -127,13 +140,24 @@ class ImageSampler:
                 m = scene.images.mask(i)
                 if m is not None and not (m > 0).all():
                     self.masks[k] = torch.from_numpy(m > 0).to(device)[None, ..., None]
-        cams = cameras_on(scene.cameras[scene.train_idx], device)
+        self._host_cameras = scene.cameras[scene.train_idx]
+        cams = cameras_on(self._host_cameras, device)
         self.cameras = [cams[i] for i in range(self.n)]
         self.image_idx = [torch.tensor([i], device=device) for i in range(self.n)]
         self.background = (None if scene.background is None
                            else torch.tensor([scene.background], dtype=torch.float32, device=device))
         self._order: list[int] = []
         self._epoch = -1
+
+    def scale_at(self, step: int, height: int, width: int) -> int:
+        """The downscale factor of `step`: 4 for the first half of the coarse-to-fine steps,
+        2 for the second half, then 1; never so coarse that the short side drops below 32
+        pixels (SSIM's 11-pixel window needs room)."""
+        n = self.coarse_to_fine
+        f = 1 if step >= n else (4 if step < n // 2 else 2)
+        while f > 1 and min(height, width) // f < 32:
+            f //= 2
+        return f
 
     def order(self, epoch: int) -> list[int]:
         import torch
@@ -155,7 +179,17 @@ class ImageSampler:
         if self.random_bg:
             bg = torch.rand(1, 3, device=self.device)
             gt = _over(gt, bg[:, None, None, :])
-        return Batch("image", self.cameras[i], gt, self.image_idx[i], background=bg, mask=self.masks[i])
+        cams, mask = self.cameras[i], self.masks[i]
+        f = self.scale_at(step, gt.shape[1], gt.shape[2]) if self.coarse_to_fine else 1
+        if f > 1:
+            cams = self._scaled.get((i, f))
+            if cams is None:
+                cams = self._scaled[(i, f)] = cameras_on(self._host_cameras[i].scaled(1.0 / f), self.device)
+            size = (int(cams.height[0]), int(cams.width[0]))
+            gt = _area(gt, size)
+            if mask is not None:  # a pixel counts where all it averages counted
+                mask = _area(mask.float(), size) > 0.999
+        return Batch("image", cams, gt, self.image_idx[i], background=bg, mask=mask)
 
 
 class RaySampler:
@@ -205,13 +239,14 @@ class RaySampler:
 
 def make_sampler(kind: "BatchKind", scene: "Scene", device, *, seed: int,
                  random_background: bool = False, rays_per_batch: Optional[int] = None,
-                 masks: Optional[bool] = None, rank: int = 0, world_size: int = 1):
+                 masks: Optional[bool] = None, rank: int = 0, world_size: int = 1, coarse_to_fine: int = 0):
     """The sampler for a renderer's `batch_kind`. `masks`: --masks/--no-masks (None: use
     the scene's masks where it has them; image batches only for now). `rank`, `world_size`:
-    this process's share of each step's views, of several processes."""
+    this process's share of each step's views, of several processes. `coarse_to_fine`:
+    steps at reduced resolution (image batches)."""
     if kind == "image":
         return ImageSampler(scene, device, seed, random_background, use_masks(scene, masks),
-                            rank, world_size)
+                            rank, world_size, coarse_to_fine)
     if kind == "rays":
         return RaySampler(scene, device, rays_per_batch or 4096, random_background)
     raise ValueError(f"unknown batch kind {kind!r}")

@@ -520,7 +520,8 @@ def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optio
                            random_background=cfg.random_background,
                            rays_per_batch=getattr(cfg, "rays_per_batch", None),  # a rays method's field
                            masks=getattr(cfg, "masks", None),  # a method's field where it takes masks
-                           rank=world.rank, world_size=world.size)
+                           rank=world.rank, world_size=world.size,
+                           coarse_to_fine=getattr(cfg, "coarse_to_fine", 0))  # an image method's field
     if device.type == "cuda" and uses_conv_ssim(cfg, method, sampler):
         # A scene's image sizes are fixed, so cuDNN can pick its fastest SSIM convolutions once.
         # Only then: benchmarking tries every algorithm with its own workspace, which

@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from splatlab.app.errors import UserError
 from splatlab.renderers import RENDERERS
 from splatlab.renderers.base import Batch, ParamGroup, Rendered, Renderer, TrainConfig
 
@@ -325,3 +326,51 @@ def test_live_hookup_never_blocks_a_handler_and_holds_between_steps():
     hook.hold(r, 6, watch, StopFlag())
     waited = time.monotonic() - t
     assert waited >= 0.35 and watch.now() < 0.2 and not feed.is_paused()
+
+
+def test_coarse_to_fine_schedule_and_limits():
+    from splatlab.app.data import ImageSampler
+    from splatlab.scenes import load_scene
+
+    s = ImageSampler(load_scene(None, downscale=4), torch.device("cpu"), seed=0, coarse_to_fine=10)
+    # 1/4 for the first half, 1/2 for the second, then full size ...
+    assert [s.scale_at(k, 720, 1280) for k in (0, 4, 5, 9, 10, 1000)] == [4, 4, 2, 2, 1, 1]
+    # ... never below 32 pixels on the short side
+    assert [s.scale_at(0, h, 1000) for h in (200, 127, 64, 63)] == [4, 2, 2, 1]
+    with pytest.raises(UserError, match="coarse-to-fine"):
+        ImageSampler(load_scene(None, downscale=4), torch.device("cpu"), seed=0, coarse_to_fine=-1)
+
+
+def test_coarse_to_fine_batches_are_area_averaged_with_scaled_intrinsics():
+    """The coarse steps' ground truth is the full image area-averaged, the camera's
+    intrinsics scaled to that size (one Cameras object per view and factor), masks keep
+    only coarse pixels whose every fine pixel counted; later steps are untouched."""
+    from splatlab.app.data import ImageSampler
+    from splatlab.scenes import load_scene
+
+    scene = load_scene("demo:distractor")  # 160 x 120, masks on some views
+    s = ImageSampler(scene, torch.device("cpu"), seed=3, masks=True, coarse_to_fine=6)
+    full = ImageSampler(scene, torch.device("cpu"), seed=3, masks=True)
+    seen_mask = False
+    for step in range(8):
+        b, ref = s.next(step), full.next(step)
+        i = int(b.image_idx)
+        assert i == int(ref.image_idx)
+        if step >= 6:
+            assert b.cameras is s.cameras[i] and torch.equal(b.gt, ref.gt)
+            continue
+        # 120 // 4 < 32: this scene coarsens by 2 only
+        assert b.gt.shape == (1, 60, 80, 3)
+        want = ref.gt.reshape(1, 60, 2, 80, 2, 3).mean((2, 4))
+        torch.testing.assert_close(b.gt, want, atol=1e-6, rtol=0)
+        c, rc = b.cameras, ref.cameras
+        assert int(c.width[0]) == 80 and int(c.height[0]) == 60
+        torch.testing.assert_close(c.fx, rc.fx / 2)
+        torch.testing.assert_close(c.cx, rc.cx / 2)
+        assert torch.equal(c.camtoworlds, rc.camtoworlds)
+        assert s.next(step).cameras is c  # cached: renderers key their per-view work on it
+        if ref.mask is not None:
+            seen_mask = True
+            want_m = ref.mask.reshape(1, 60, 2, 80, 2, 1).all(4).all(2)
+            assert torch.equal(b.mask, want_m)
+    assert seen_mask

@@ -301,3 +301,18 @@ def test_run_scene_finds_the_scene_of_a_run_or_its_checkpoint(short_run, tmp_pat
     assert by_run[1] == by_ckpt[1] == runs.load_target(ckpt).scene_json
     assert by_run[1]["cameras"]
     assert runs.run_scene(tmp_path) == (None, None)  # a folder that is not a run
+
+
+def test_coarse_to_fine_run_trains_through_the_loop(tmp_path):
+    """--coarse-to-fine through the real loop: half-resolution steps first (the demo's
+    120-pixel side allows 1/2), then full; the run evaluates at full size and learns."""
+    steps: list[StepDone] = []
+    bus = EventBus()
+    bus.subscribe(steps.append, StepDone)
+    result = train(tiny(tmp_path / "c2f", downscale=1, steps=40, log_every=10, checkpoint_every=40,
+                        coarse_to_fine=20), bus=bus)
+    assert result.reason == "done" and result.step == 40
+    assert steps[-1].loss < steps[0].loss
+    cfg = json.loads((result.run_dir / "config.json").read_text())
+    assert cfg["coarse_to_fine"] == 20
+    assert result.metrics["num_test_views"] > 0 and result.metrics["psnr"] > 10

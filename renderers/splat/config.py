@@ -52,6 +52,10 @@ class SplatConfig(TrainConfig):
     """Update only the Gaussians visible in each step (gsplat's selective Adam; CUDA only, plain Adam elsewhere)."""
     ssim_lambda: float = 0.2
     """Loss = (1 - ssim_lambda) * L1 + ssim_lambda * (1 - SSIM)."""
+    coarse_to_fine: int = 0
+    """Train the first N steps at reduced resolution (1/4 for N/2 steps, then 1/2), as
+    DashGaussian does with a fixed schedule: early steps cost a fraction of the pixels.
+    0: off."""
 
     # ---- densification ----
     strategy: Literal["default", "mcmc"] = "default"
