@@ -140,8 +140,7 @@ class ImageSampler:
                 m = scene.images.mask(i)
                 if m is not None and not (m > 0).all():
                     self.masks[k] = torch.from_numpy(m > 0).to(device)[None, ..., None]
-        self._host_cameras = scene.cameras[scene.train_idx]
-        cams = cameras_on(self._host_cameras, device)
+        cams = cameras_on(scene.cameras[scene.train_idx], device)
         self.cameras = [cams[i] for i in range(self.n)]
         self.image_idx = [torch.tensor([i], device=device) for i in range(self.n)]
         self.background = (None if scene.background is None
@@ -180,11 +179,11 @@ class ImageSampler:
             bg = torch.rand(1, 3, device=self.device)
             gt = _over(gt, bg[:, None, None, :])
         cams, mask = self.cameras[i], self.masks[i]
-        f = self.scale_at(step, gt.shape[1], gt.shape[2]) if self.coarse_to_fine else 1
+        f = self.scale_at(step, gt.shape[1], gt.shape[2])
         if f > 1:
             cams = self._scaled.get((i, f))
             if cams is None:
-                cams = self._scaled[(i, f)] = cameras_on(self._host_cameras[i].scaled(1.0 / f), self.device)
+                cams = self._scaled[(i, f)] = self.cameras[i].scaled(1.0 / f)
             size = (int(cams.height[0]), int(cams.width[0]))
             gt = _area(gt, size)
             if mask is not None:  # a pixel counts where all it averages counted

@@ -79,7 +79,7 @@ def rasterize(
                                     antialiased=antialiased, absgrad=absgrad, isect_capacity=isect_capacity)
     else:
         img, alphas, info = rasterization(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+            means, quats, scales, opacities, colors, viewmats, Ks, width, height,
             near_plane=near_plane, far_plane=far_plane, sh_degree=sh_degree,
             packed=False, backgrounds=backgrounds, render_mode=render_mode,
             absgrad=absgrad, rasterize_mode="antialiased" if antialiased else "classic",

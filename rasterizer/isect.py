@@ -35,6 +35,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .hashgrid import triton_available
+
 PAD_DEPTH = 0xFFFFFFFF
 
 
@@ -107,8 +109,6 @@ class Intersections:
     masks: Tensor
     count: Tensor
     tiles_per_gauss: Tensor
-    tile_width: int
-    tile_height: int
 
 
 _BOUNDARIES: dict = {}
@@ -150,15 +150,7 @@ def intersect(means2d: Float[Tensor, "C N 2"], radii: Int[Tensor, "C N 2"], dept
         _MASKS[mkey] = masks
     if manager is not None:
         manager.record(cum[-1], capacity)
-    return Intersections(offsets, flatten_ids, masks, cum[-1], counts, tile_width, tile_height)
-
-
-def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return Intersections(offsets, flatten_ids, masks, cum[-1], counts)
 
 
 @dataclass

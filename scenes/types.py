@@ -82,7 +82,9 @@ class Cameras:
         """Intrinsics for images resized by `factor` (e.g. 0.5 for half size)."""
         w = torch.round(self.width.double() * factor).long()
         h = torch.round(self.height.double() * factor).long()
-        sx, sy = w.double() / self.width.double(), h.double() / self.height.double()
+        # Sizes may live on the host while the intrinsics are on a GPU (training cameras).
+        dev = self.fx.device
+        sx, sy = (w.double() / self.width.double()).to(dev), (h.double() / self.height.double()).to(dev)
         return dataclasses.replace(
             self,
             fx=(self.fx.double() * sx).to(self.fx.dtype), fy=(self.fy.double() * sy).to(self.fy.dtype),

@@ -34,15 +34,9 @@ def identity_affine(n: int, dtype=torch.float32, device=None) -> Float[Tensor, "
 
 
 def apply_affine(mats: Float[Tensor, "*#B 3 4"], rgb: Float[Tensor, "*#B 3"]) -> Tensor:
-    """rgb' = M[:, :3] rgb + M[:, 3], batched over leading dimensions (broadcast).
-
-    Written as three broadcast multiply-adds, not `@`: a matmul over a million pixels'
-    3x3 blocks is a batched GEMM of tiny matrices (a per-image transform expanded to every
-    pixel, with a gradient of that size), the likely cause of `--appearance affine`
-    training at 85 steps/s against 190 without on an H100 (beer; not re-timed since)."""
-    out = mats[..., 3] + mats[..., 0] * rgb[..., 0:1]
-    out = out + mats[..., 1] * rgb[..., 1:2]
-    return out + mats[..., 2] * rgb[..., 2:3]
+    """rgb' = M[:, :3] rgb + M[:, 3], batched over leading dimensions (per-pixel matrices:
+    the bilateral grid's; one matrix per image is AffineAppearance's GEMM)."""
+    return (mats[..., :3] @ rgb.unsqueeze(-1)).squeeze(-1) + mats[..., 3]
 
 
 class AffineAppearance(torch.nn.Module):
@@ -57,8 +51,10 @@ class AffineAppearance(torch.nn.Module):
         return identity_affine(len(idx), d.dtype, d.device) + d[idx] - d.mean(0, keepdim=True)
 
     def forward(self, rgb: Float[Tensor, "C H W 3"], idx: Int[Tensor, " C"]) -> Float[Tensor, "C H W 3"]:
-        # One GEMM per image: (H W x 3) @ A^T + b (apply_affine's broadcast form, here as a
-        # single batched matrix product, is the fastest on both CPU and GPU).
+        # One GEMM per image: (H W x 3) @ A^T + b. apply_affine on the image's matrix expanded
+        # to every pixel is a batched GEMM of ~875k tiny matrices at beer's size, the likely
+        # cause of --appearance affine training at 85 steps/s against 190 without on an H100
+        # (not re-timed since; benchmarks/appearance_bench.py times both).
         m = self.matrices(idx)
         c, h, w, _ = rgb.shape
         out = torch.baddbmm(m[:, None, :, 3], rgb.reshape(c, h * w, 3), m[:, :, :3].transpose(1, 2))
@@ -165,6 +161,7 @@ class _BilateralSlice(torch.autograd.Function):
         _, h, w = luma.shape
         g = g.contiguous()
         zi = luma.clamp(0, 1) * (L - 1)
+        l0 = zi.floor().clamp(max=max(L - 2, 0))  # the luminance cell's lower node
         grad_grids = grad_luma = None
         if ctx.needs_input_grad[0]:
             wy = _axis_weights(h, Y, g.dtype, g.device)
@@ -172,7 +169,6 @@ class _BilateralSlice(torch.autograd.Function):
             if L == 1:
                 gz = g[..., None, :]  # C H W 1 12
             else:
-                l0 = zi.floor().clamp(max=L - 2)
                 fz = zi - l0
                 wz = torch.zeros(c, h, w, L, dtype=g.dtype, device=g.device)
                 wz.scatter_(-1, l0.long()[..., None], (1 - fz)[..., None])
@@ -183,11 +179,9 @@ class _BilateralSlice(torch.autograd.Function):
         if ctx.needs_input_grad[1] and L > 1:
             # d mats / d zi = the step between luminance nodes l0 and l0 + 1 at (x, y).
             steps = grids[:, :, 1:] - grids[:, :, :-1]  # C 12 L-1 Y X
-            l0 = zi.floor().clamp(max=L - 2)
-            znode = l0 / max(L - 2, 1) * 2 - 1 if L > 2 else torch.zeros_like(l0)
-            coords = _slice_coords(luma).clone()
-            coords[..., 2] = znode[:, None]
-            d = F.grid_sample(steps, coords, mode="bilinear", padding_mode="border", align_corners=True)
+            # Sampled exactly at node l0 of the L-1 steps (any depth with one step node).
+            d = F.grid_sample(steps, _slice_coords(l0 / max(L - 2, 1)), mode="bilinear", padding_mode="border",
+                              align_corners=True)
             dzi = (d[:, :, 0].permute(0, 2, 3, 1) * g).sum(-1)  # C H W
             inside = (luma > 0) & (luma < 1)  # border padding clamps: no gradient outside
             grad_luma = torch.where(inside, dzi * (L - 1), torch.zeros_like(dzi))
