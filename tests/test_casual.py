@@ -4,6 +4,7 @@ Mip-Splatting 3D filter, colour-corrected PSNR, the Gaussian cap and the demo va
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -241,7 +242,20 @@ def test_gaussian_cap_removes_the_least_opaque_and_keeps_optimizers_in_step():
     assert sorted(state["grad2d"].long().tolist()) == [2, 4, 6, 8]
     assert enforce_cap(params, opts, state, 4) == 0
     assert gaussian_cap(123, torch.device("cpu")) == 123
-    assert gaussian_cap(0, torch.device("cpu")) > 1000  # from free memory: a real budget
+    assert gaussian_cap(0, torch.device("cpu")) > 1000  # from the host's RAM: a real budget
+
+
+def test_cpu_gaussian_cap_does_not_move_with_free_memory(monkeypatch):
+    """The default CPU cap comes from physical RAM, not free RAM (MemFree): the page cache
+    and other processes move MemFree, and below 65 MB it caps the CPU demo's 2,000 Gaussians,
+    so two runs of one command could keep different counts and write different PLYs."""
+    from splatlab.renderers.splat import budget
+
+    cpu = torch.device("cpu")
+    before = budget.gaussian_cap(0, cpu)
+    sysconf = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda name: 1 if name == "SC_AVPHYS_PAGES" else sysconf(name))
+    assert budget.gaussian_cap(0, cpu) == before
 
 
 # ---- demo variants -----------------------------------------------------------------------

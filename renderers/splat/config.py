@@ -125,8 +125,8 @@ class SplatConfig(TrainConfig):
     """gsplat's antialiased rasterization plus Mip-Splatting's 3D filter (each Gaussian no
     sharper than the training views that see it), for rendering farther or smaller."""
     max_gaussians: int = 0
-    """Cap on the Gaussian count: 0 derives it from the free memory of the training device
-    at the start; -1: no cap."""
+    """Cap on the Gaussian count: 0 derives it from the training device's memory at the
+    start (a GPU's free memory, a CPU host's physical RAM); -1: no cap."""
 
 
 def _preset(doc: str, **overrides) -> tuple[str, SplatConfig]:
