@@ -32,6 +32,10 @@ EPS2D = 0.3
 MAX_EXTEND = 3.33  # gsplat's cap on the bounding box, in standard deviations
 TILE_SIZE = 8  # results do not depend on it; 8 wastes fewer pixel-Gaussian pairs on CPU than 16
 MAX_PAIRS = 1 << 21  # pixel-Gaussian pairs evaluated per batch of tiles
+# Per render, the compositing forward keeps its per-pair tensors for the backward while they
+# fit this many bytes (about 4 floats and a flag a pair: ~100 MB for the CPU demo's step);
+# past it, batches recompute them in the backward (about a quarter of a CPU step's time).
+SAVE_BYTES = 1 << 30
 
 
 # ---------------------------------------------------------------------------------------
@@ -247,16 +251,22 @@ class _CompositeTiles(torch.autograd.Function):
     being kept alive by autograd. Returns colours (B P D) and alphas (B P)."""
 
     @staticmethod
-    def forward(ctx, coef, colors, feats, absgrad):
-        w = _composite_forward(torch.matmul(feats, coef))[0]
+    def forward(ctx, coef, colors, feats, absgrad, keep: bool):
+        pairs = _composite_forward(torch.matmul(feats, coef))
         ctx.save_for_backward(coef, colors, feats)
         ctx.absgrad = absgrad
+        # Intermediates (not inputs or outputs), so kept on ctx; dropped by the first backward.
+        ctx.pairs = pairs if keep else None
+        w = pairs[0]
         return torch.bmm(w, colors), w.sum(-1)
 
     @staticmethod
     def backward(ctx, v_out, v_alpha_out):
         coef, colors, feats = ctx.saved_tensors
-        w, raw, live, t_excl, one_minus = _composite_forward(torch.matmul(feats, coef))
+        pairs, ctx.pairs = ctx.pairs, None
+        if pairs is None:  # over the render's SAVE_BYTES, or a second backward
+            pairs = _composite_forward(torch.matmul(feats, coef))
+        w, raw, live, t_excl, one_minus = pairs
         v_colors = torch.bmm(w.transpose(1, 2), v_out)
         # out = sum_i c_i a_i T_i and A = 1 - T_final give
         # dL/da_i = T_i (c_i . v_out) - (sum_{j>i} w_j (c_j . v_out) - T_final v_A) / (1 - a_i).
@@ -270,7 +280,7 @@ class _CompositeTiles(torch.autograd.Function):
         v_coef = torch.matmul(feats.transpose(0, 1), v_q)
         if ctx.absgrad is not None:
             ctx.absgrad.accumulate(v_q, feats)
-        return v_coef, v_colors, None, None
+        return v_coef, v_colors, None, None, None
 
 
 class _AbsGrad:
@@ -353,6 +363,7 @@ def composite(
     local = feats[:, 3:5]  # lx, ly
 
     counts = tiles.counts.tolist()
+    save_left = SAVE_BYTES if torch.is_grad_enabled() else 0
     nonempty = [t for t in sorted(range(len(counts)), key=counts.__getitem__) if counts[t] > 0]
     rows, row_of_tile = [], torch.full((len(counts),), len(nonempty), dtype=torch.long)
     i = 0
@@ -386,8 +397,9 @@ def composite(
                 ux = torch.stack([-a_, -b_, a_ * mxd + b_ * myd], 1)
                 uy = torch.stack([-b_, -c_, b_ * mxd + c_ * myd], 1)
                 ab = _AbsGrad(absgrad_out, idx, ux, uy)
+            save_left -= len(batch) * p * g * (4 * feats.element_size() + 1)
             out, alpha = _CompositeTiles.apply(_quad_coefs(mx, my, con, f_lop[idx]), f_col[idx],
-                                               feats, ab)
+                                               feats, ab, save_left >= 0)
         rows.append(torch.cat([out, alpha[..., None]], dim=-1).reshape(-1, d + 1))
         row_of_tile[torch.tensor(batch)] = torch.arange(i, j)
         i = j

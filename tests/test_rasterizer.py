@@ -295,6 +295,41 @@ def test_tiling_and_chunking_do_not_change_results():
             torch.testing.assert_close(x, y, atol=1e-10, rtol=1e-8)
 
 
+def test_saved_and_recomputed_pairs_give_the_same_gradients(monkeypatch):
+    """The compositing backward uses the forward's per-pair tensors while they fit the
+    render's SAVE_BYTES and recomputes them past it: every split gives the same bits."""
+    scene = make_scene(seed=9, n=200, width=45, height=33, sh_degree=1)
+    kw = dict(width=45, height=33, sh_degree=1, render_mode="RGB+D", absgrad=True, max_pairs=3000)
+    runs, recomputed = [], []
+    forward_pairs = ref._composite_forward
+    calls = []
+    monkeypatch.setattr(ref, "_composite_forward", lambda q: calls.append(1) or forward_pairs(q))
+    for budget in (0, 250_000, 1 << 30):  # none kept, the first few batches, all
+        monkeypatch.setattr(ref, "SAVE_BYTES", budget)
+        calls.clear()
+        a = [t.clone().requires_grad_(True) for t in scene[:5]]
+        out = ref.rasterize(*a, *scene[5:], **kw)
+        w = torch.randn(out.colors.shape, generator=torch.Generator().manual_seed(0), dtype=out.colors.dtype)
+        out.means2d.retain_grad()
+        loss = (out.colors * w).sum() + out.alphas.square().sum()
+        loss.backward(retain_graph=True)
+        first = [out.means2d.grad.clone(), out.means2d.absgrad.clone()] + [t.grad.clone() for t in a]
+        recomputed.append(len(calls))
+        for t in a:
+            t.grad = None
+        out.means2d.grad = None
+        loss.backward()  # a second backward recomputes what the first one dropped
+        runs.append(first + [out.means2d.grad] + [t.grad for t in a])
+    batches = recomputed[0] // 2  # with nothing kept, each batch runs its pairs twice
+    assert batches > 3 and recomputed == [2 * batches, recomputed[1], batches] and batches < recomputed[1] < 2 * batches
+    n = len(runs[0]) - 6
+    for other in runs[1:]:
+        for x, y in zip(runs[0], other):
+            assert torch.equal(x, y)
+    for x, y in zip(runs[0][:1] + runs[0][2:n], runs[0][n:]):  # second backward = first
+        assert torch.equal(x, y)
+
+
 def test_absgrad_is_sum_of_per_pixel_abs_grads():
     scene = make_scene(seed=8, n=30, n_cams=2, width=12, height=9, extras=False, focal=12.0)
     a = [t.clone().requires_grad_(True) for t in scene[:5]]
