@@ -158,7 +158,7 @@ PRESETS: dict[str, tuple[str, SplatConfig]] = {
         **MCMC_FIELDS, refine_stop=25_000,
     ),
     "cpu": _preset(
-        "What the demo uses on a CPU: ~1k steps at half resolution, ~3 minutes on 2 cores. "
+        "What the demo uses on a CPU: ~1k steps at half resolution, ~1.5 minutes on 2 cores. "
         "A short schedule, so larger position/scale/colour learning rates.",
         steps=1000, downscale=2, sh_degree=1, sh_degree_interval=300, init_max_points=2000,
         refine_start=100, refine_stop=700, refine_every=100, grow_grad2d=0.0004,
