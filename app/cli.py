@@ -60,6 +60,9 @@ def main(argv: list[str]) -> int:
 
     from .errors import UserError
 
+    from .host import keep_freed_host_memory
+
+    keep_freed_host_memory()
     try:
         module = importlib.import_module(COMMANDS[name][0])
         return int(module.run(rest) or 0)

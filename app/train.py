@@ -13,7 +13,6 @@ checkpoint); images sit on the device as uint8.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import signal
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from .errors import UserError
+from .host import keep_freed_host_memory
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -460,22 +460,6 @@ def linger(server) -> None:
 
 
 # ---- the training loop ----------------------------------------------------------------
-def keep_freed_host_memory() -> bool:
-    """Make glibc keep freed blocks of up to 32 MB in the process (returns whether it could).
-
-    By default it hands a freed block of a few MB back to the kernel and maps it again at the
-    next allocation, and every page of it faults in anew. The CPU twins allocate such blocks
-    by the dozen each step (the reference rasterizer's per-batch tensors): on the CPU demo that
-    was 26 s of system time in a 91 s run. The cost is that the process keeps its peak heap.
-    glibc only (elsewhere nothing changes)."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
-
-
 def train(cfg: "TrainConfig", *, bus: Optional["EventBus"] = None, resume: Optional[Path] = None,
           run_dir: Optional[Path] = None) -> TrainResult:
     """Train `cfg` into a run folder (new, or `resume`d from its newest good checkpoint)."""

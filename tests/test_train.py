@@ -321,7 +321,7 @@ def test_coarse_to_fine_run_trains_through_the_loop(tmp_path):
 _FAULTS = """
 import resource, sys
 import torch
-from splatlab.app.train import keep_freed_host_memory
+from splatlab.app.host import keep_freed_host_memory
 from splatlab.rasterizer import reference as ref
 g = torch.Generator().manual_seed(0)
 n = 3000
@@ -348,7 +348,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_cpu_steps_stop_faulting_in_their_memory_anew():
-    """With keep_freed_host_memory (set for CPU training), the reference rasterizer's steps
+    """With keep_freed_host_memory (set by the CLI and by CPU training), the reference rasterizer's steps
     reuse freed heap blocks instead of faulting fresh pages in each time (26 s of system time
     in the CPU demo's 91 s before). Each setting in its own process: it cannot be undone."""
     faults = {}
@@ -356,4 +356,5 @@ def test_cpu_steps_stop_faulting_in_their_memory_anew():
         r = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
         faults[mode] = int(r.stdout.split()[-1])
-    assert faults["keep"] * 10 < max(faults["default"], 1000), faults
+    # measured: ~75k against ~6k (the demo's real steps: 26.5 s of system time against 0.8 s)
+    assert faults["keep"] * 4 < max(faults["default"], 1000), faults
