@@ -16,7 +16,7 @@ def keep_freed_host_memory() -> bool:
     for `render`, `eval` and the viewer gain too) and by `train` on a CPU."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # no C library by that name (Windows: TypeError)
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
