@@ -125,6 +125,12 @@ def _axis_weights(n: int, nodes: int, dtype, device) -> Float[Tensor, "n nodes"]
     return wts
 
 
+def _sample_grids(grids: Float[Tensor, "C 12 L Y X"], luma: Float[Tensor, "C H W"]) -> Float[Tensor, "C H W 12"]:
+    """The slice itself: grid_sample (bilinear, border padding, align_corners) at every pixel."""
+    mats = F.grid_sample(grids, _slice_coords(luma), mode="bilinear", padding_mode="border", align_corners=True)
+    return mats[:, :, 0].permute(0, 2, 3, 1)
+
+
 def slice_grids(grids: Float[Tensor, "C 12 L Y X"], luma: Float[Tensor, "C H W"],
                 atomic_free: Optional[bool] = None) -> Float[Tensor, "C H W 12"]:
     """Every pixel's 12 affine entries, trilinear in the grid at (x, y, luminance).
@@ -132,8 +138,7 @@ def slice_grids(grids: Float[Tensor, "C 12 L Y X"], luma: Float[Tensor, "C H W"]
     grid_sample's; on a CPU grid_sample's scatter is the faster of the two."""
     if luma.is_cuda if atomic_free is None else atomic_free:
         return _BilateralSlice.apply(grids, luma)
-    mats = F.grid_sample(grids, _slice_coords(luma), mode="bilinear", padding_mode="border", align_corners=True)
-    return mats[:, :, 0].permute(0, 2, 3, 1)
+    return _sample_grids(grids, luma)
 
 
 class _BilateralSlice(torch.autograd.Function):
@@ -149,10 +154,8 @@ class _BilateralSlice(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, grids: Tensor, luma: Tensor) -> Tensor:
-        coords = _slice_coords(luma)
-        mats = F.grid_sample(grids, coords, mode="bilinear", padding_mode="border", align_corners=True)
         ctx.save_for_backward(grids, luma)
-        return mats[:, :, 0].permute(0, 2, 3, 1)  # C H W 12
+        return _sample_grids(grids, luma)
 
     @staticmethod
     def backward(ctx, g: Tensor):
