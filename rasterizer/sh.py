@@ -28,36 +28,65 @@ def num_bases(degree: int) -> int:
     return (degree + 1) ** 2
 
 
+# Each basis as a polynomial in the unit direction (x, y, z), {monomial: coefficient}, a
+# monomial written as its letters ("" is 1, "xxy" is x^2 y): bands 2 and 3 are the products
+# of Sloan's formulas multiplied out, e.g. C3[0] y (3 x^2 - y^2) = 3 C3[0] xxy - C3[0] yyy.
+_POLYS = (
+    {"": SH_C0},
+    {"y": -SH_C1}, {"z": SH_C1}, {"x": -SH_C1},
+    {"xy": SH_C2[0]}, {"yz": SH_C2[1]}, {"zz": 2 * SH_C2[2], "xx": -SH_C2[2], "yy": -SH_C2[2]},
+    {"xz": SH_C2[3]}, {"xx": SH_C2[4], "yy": -SH_C2[4]},
+    {"xxy": 3 * SH_C3[0], "yyy": -SH_C3[0]}, {"xyz": SH_C3[1]},
+    {"yzz": 4 * SH_C3[2], "xxy": -SH_C3[2], "yyy": -SH_C3[2]},
+    {"zzz": 2 * SH_C3[3], "xxz": -3 * SH_C3[3], "yyz": -3 * SH_C3[3]},
+    {"xzz": 4 * SH_C3[4], "xxx": -SH_C3[4], "xyy": -SH_C3[4]},
+    {"xxz": SH_C3[5], "yyz": -SH_C3[5]}, {"xxx": SH_C3[6], "xyy": -3 * SH_C3[6]},
+)
+_COEFFS: dict = {}
+
+
+def _monomial_index(m: str) -> int:
+    """Row of monomial `m` in `_coefficients`: 1, then `_monomials`' layout: d (3 columns),
+    d d^T (9), d d d (27), each flattened row-major."""
+    axes = ["xyz".index(c) for c in m]
+    return sum(3**n for n in range(len(m))) + sum(a * 3 ** (len(m) - 1 - i) for i, a in enumerate(axes))
+
+
+def _coefficients(degree: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[1 + monomials, bases]: the (cached) constant row, then the matrix taking
+    `_monomials` to the bases."""
+    key = (degree, dtype, str(device))
+    c = _COEFFS.get(key)
+    if c is None:
+        k = num_bases(degree)
+        c = torch.zeros(sum(3**n for n in range(degree + 1)), k, dtype=torch.float64)
+        for b, poly in enumerate(_POLYS[:k]):
+            for m, v in poly.items():
+                c[_monomial_index(m), b] += v
+        c = _COEFFS[key] = c.to(dtype=dtype, device=device)
+    return c
+
+
+def _monomials(degree: int, d: Tensor) -> Tensor:
+    """d, d d^T, d d d, ... up to `degree` (with repeats), flattened: one broadcast
+    multiply per degree, so the bases cost a handful of kernels, not dozens."""
+    parts = [d]
+    for _ in range(degree - 1):
+        parts.append((parts[-1][..., :, None] * d[..., None, :]).flatten(-2))
+    return torch.cat(parts, -1)
+
+
 def sh_bases(degree: int, dirs: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch K"]:
-    """The (degree+1)^2 basis functions at `dirs` (normalised here, need not be unit)."""
+    """The (degree+1)^2 basis functions at `dirs` (normalised here, need not be unit): a
+    constant plus the monomials of the unit direction times a constant matrix."""
     if not 0 <= degree <= MAX_DEGREE:
         raise ValueError(f"SH degree must be in 0..{MAX_DEGREE}, got {degree}")
-    out = [torch.full_like(dirs[..., 0], SH_C0)]
-    if degree >= 1:
-        d = torch.nn.functional.normalize(dirs, dim=-1)
-        x, y, z = d.unbind(-1)
-        out += [-SH_C1 * y, SH_C1 * z, -SH_C1 * x]
-        if degree >= 2:
-            xx, yy, zz = x * x, y * y, z * z
-            xy, yz, xz = x * y, y * z, x * z
-            out += [
-                SH_C2[0] * xy,
-                SH_C2[1] * yz,
-                SH_C2[2] * (2.0 * zz - xx - yy),
-                SH_C2[3] * xz,
-                SH_C2[4] * (xx - yy),
-            ]
-            if degree >= 3:
-                out += [
-                    SH_C3[0] * y * (3 * xx - yy),
-                    SH_C3[1] * xy * z,
-                    SH_C3[2] * y * (4 * zz - xx - yy),
-                    SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy),
-                    SH_C3[4] * x * (4 * zz - xx - yy),
-                    SH_C3[5] * z * (xx - yy),
-                    SH_C3[6] * x * (xx - 3 * yy),
-                ]
-    return torch.stack(out, dim=-1)
+    if degree == 0:
+        return torch.full_like(dirs[..., :1], SH_C0)
+    d = torch.nn.functional.normalize(dirs, dim=-1)
+    c = _coefficients(degree, d.dtype, d.device)
+    mono = _monomials(degree, d)
+    return torch.addmm(c[0], mono.reshape(-1, mono.shape[-1]), c[1:]).reshape(*d.shape[:-1], c.shape[1])
 
 
 def eval_sh(
