@@ -7,6 +7,8 @@ paths are interchangeable. See CONVENTIONS.md for the layout.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -42,8 +44,6 @@ _POLYS = (
     {"xzz": 4 * SH_C3[4], "xxx": -SH_C3[4], "xyy": -SH_C3[4]},
     {"xxz": SH_C3[5], "yyz": -SH_C3[5]}, {"xxx": SH_C3[6], "xyy": -3 * SH_C3[6]},
 )
-_COEFFS: dict = {}
-
 
 def _monomial_index(m: str) -> int:
     """Row of monomial `m` in `_coefficients`: 1, then `_monomials`' layout: d (3 columns),
@@ -52,19 +52,16 @@ def _monomial_index(m: str) -> int:
     return sum(3**n for n in range(len(m))) + sum(a * 3 ** (len(m) - 1 - i) for i, a in enumerate(axes))
 
 
+@functools.lru_cache(maxsize=8)
 def _coefficients(degree: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """[1 + monomials, bases]: the (cached) constant row, then the matrix taking
-    `_monomials` to the bases."""
-    key = (degree, dtype, str(device))
-    c = _COEFFS.get(key)
-    if c is None:
-        k = num_bases(degree)
-        c = torch.zeros(sum(3**n for n in range(degree + 1)), k, dtype=torch.float64)
-        for b, poly in enumerate(_POLYS[:k]):
-            for m, v in poly.items():
-                c[_monomial_index(m), b] += v
-        c = _COEFFS[key] = c.to(dtype=dtype, device=device)
-    return c
+    """[1 + monomials, bases]: the constant row, then the matrix taking `_monomials` to the
+    bases (made once per device: a host->GPU copy every step would synchronise)."""
+    k = num_bases(degree)
+    c = torch.zeros(sum(3**n for n in range(degree + 1)), k, dtype=torch.float64)
+    for b, poly in enumerate(_POLYS[:k]):
+        for m, v in poly.items():
+            c[_monomial_index(m), b] += v
+    return c.to(dtype=dtype, device=device)
 
 
 def _monomials(degree: int, d: Tensor) -> Tensor:
