@@ -295,6 +295,69 @@ def test_tiling_and_chunking_do_not_change_results():
             torch.testing.assert_close(x, y, atol=1e-10, rtol=1e-8)
 
 
+def test_tile_touches_matches_brute_force():
+    """The exact tile test against every pixel centre of the tile in float64: it keeps every
+    pair whose alpha reaches 1/255 somewhere in the tile, and drops the rest (up to its 1%
+    margin), which includes tiles inside the Gaussian's bounding box."""
+    g = torch.Generator().manual_seed(3)
+    m, ts = 4000, 16
+    means = torch.rand(m, 2, generator=g, dtype=F64) * 96
+    # thin, tilted ellipses (cov = R diag(s^2) R^T, plus gsplat's 0.3 blur) of various sizes
+    ang = torch.rand(m, generator=g, dtype=F64) * math.pi
+    s = torch.exp(torch.rand(m, 2, generator=g, dtype=F64) * 3.5 - 0.5)
+    cs, sn = torch.cos(ang), torch.sin(ang)
+    c00 = cs * cs * s[:, 0] ** 2 + sn * sn * s[:, 1] ** 2 + 0.3
+    c11 = sn * sn * s[:, 0] ** 2 + cs * cs * s[:, 1] ** 2 + 0.3
+    c01 = cs * sn * (s[:, 0] ** 2 - s[:, 1] ** 2)
+    det = c00 * c11 - c01 * c01
+    conics = torch.stack([c11 / det, -c01 / det, c00 / det], -1)
+    opac = torch.rand(m, generator=g, dtype=F64) * 0.99 + 0.01
+    # a tile inside each Gaussian's opacity-aware bounding box (gsplat's radius rule)
+    extend = torch.sqrt(2 * torch.log(opac.clamp_min(1 / 255) * 255)).clamp(max=ref.MAX_EXTEND)
+    rx, ry = torch.ceil(extend * c00.sqrt()), torch.ceil(extend * c11.sqrt())
+    u = torch.rand(m, 2, generator=g, dtype=F64) * 2 - 1
+    tx = torch.floor((means[:, 0] + u[:, 0] * rx) / ts).long()
+    ty = torch.floor((means[:, 1] + u[:, 1] * ry) / ts).long()
+    got = ref.tile_touches(means, conics, opac, tx, ty, ts)
+
+    def peak_alpha(local):  # the largest alpha over offsets `local` (in pixels) from the tile's corner
+        px = (tx[:, None] * ts + local[None, :])[:, None, :] - means[:, 0, None, None]  # m 1 k
+        py = (ty[:, None] * ts + local[None, :])[:, :, None] - means[:, 1, None, None]  # m k 1
+        a, b, c = (conics[:, k, None, None] for k in range(3))
+        sigma = 0.5 * (a * px * px + c * py * py) + b * px * py
+        return (opac[:, None, None] * torch.exp(-sigma)).flatten(1).amax(1)
+
+    at_pixels = peak_alpha(torch.arange(ts, dtype=F64) + 0.5)
+    assert bool(got[at_pixels >= 1 / 255].all()), "a pair that reaches alpha 1/255 at a pixel was dropped"
+    # The test bounds the pixel centres by their rectangle, so what it drops never reaches
+    # 1/255 anywhere in that rectangle (sampled at 1/8 pixel here).
+    anywhere = peak_alpha(torch.linspace(0.5, ts - 0.5, 8 * (ts - 1) + 1, dtype=F64))
+    assert not bool(got[anywhere < 0.98 / 255].any()), "a pair that never reaches 1/255 was kept"
+    assert 0.1 < float((at_pixels < 1 / 255).double().mean()) < 0.9  # both cases occur
+
+
+def test_tile_culling_drops_pairs_not_pixels():
+    """Tile lists with the exact tile test hold fewer pairs than the boxes give, and composite
+    to the same images and gradients."""
+    scene = make_scene(seed=7, n=300, width=64, height=48, sh_degree=1)
+    kw = dict(width=64, height=48, sh_degree=1, render_mode="RGB+D", antialiased=True)
+    means, quats, scales, opac, colors, viewmats, Ks = scene
+    proj, op, _ = ref.project_with_colors(means, quats, scales, opac, colors, viewmats, Ks, 64, 48,
+                                          sh_degree=1, antialiased=True)
+    boxes = ref.intersect_tiles(proj.means2d, proj.radii, proj.depths, 8, 64, 48)
+    exact = ref.intersect_tiles(proj.means2d, proj.radii, proj.depths, 8, 64, 48, proj.conics, op)
+    assert exact.flat_ids.numel() < 0.9 * boxes.flat_ids.numel()
+    assert torch.equal(exact.tiles_per_gauss, boxes.tiles_per_gauss)
+    culled = _grads(scene, **kw)
+    orig = ref.intersect_tiles
+    try:
+        ref.intersect_tiles = lambda *a, **k: orig(*a[:6])  # boxes only
+        for x, y in zip(_grads(scene, **kw), culled):
+            torch.testing.assert_close(x, y, atol=1e-10, rtol=1e-8)
+    finally:
+        ref.intersect_tiles = orig
+
+
 def test_saved_and_recomputed_pairs_give_the_same_gradients(monkeypatch):
     """The compositing backward uses the forward's per-pair tensors while they fit the
     render's SAVE_BYTES and recomputes them past it: every split gives the same bits."""
