@@ -88,3 +88,47 @@ def write(means2d, radii, depths, cum, capacity: int, tile_size: int, tile_width
                                                 keys, ids, M, N, capacity, TS=tile_size, TW=tile_width,
                                                 TH=tile_height, BLOCK=BLOCK)
     return keys, ids
+
+
+@no_type_check
+@triton.jit
+def _touch_kernel(keys_ptr, ids_ptr, means_ptr, conics_ptr, opac_ptr, out_ptr, M, LOG_THR, TILE_MASK,
+                  TS: tl.constexpr, TW: tl.constexpr, BLOCK: tl.constexpr):
+    # reference.tile_touches, one lane per (tile, Gaussian) pair of gsplat's sorted lists.
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < M
+    key = tl.load(keys_ptr + offs, mask=mask, other=0)
+    tile = ((key >> 32) & TILE_MASK).to(tl.int32)
+    g = tl.load(ids_ptr + offs, mask=mask, other=0).to(tl.int64)
+    mx = tl.load(means_ptr + g * 2, mask=mask, other=0.0)
+    my = tl.load(means_ptr + g * 2 + 1, mask=mask, other=0.0)
+    a = tl.load(conics_ptr + g * 3, mask=mask, other=1.0)
+    b = tl.load(conics_ptr + g * 3 + 1, mask=mask, other=0.0)
+    c = tl.load(conics_ptr + g * 3 + 2, mask=mask, other=1.0)
+    op = tl.load(opac_ptr + g, mask=mask, other=1.0)
+    x0 = (tile % TW).to(tl.float32) * TS + 0.5 - mx
+    y0 = (tile // TW).to(tl.float32) * TS + 0.5 - my
+    x1 = x0 + (TS - 1)
+    y1 = y0 + (TS - 1)
+    inside = (x0 <= 0) & (x1 >= 0) & (y0 <= 0) & (y1 >= 0)
+    best = tl.where(inside, 0.0, float("inf"))
+    dy = tl.minimum(tl.maximum(-b * x0 / c, y0), y1)
+    best = tl.minimum(best, 0.5 * (a * x0 * x0 + c * dy * dy) + b * x0 * dy)
+    dy = tl.minimum(tl.maximum(-b * x1 / c, y0), y1)
+    best = tl.minimum(best, 0.5 * (a * x1 * x1 + c * dy * dy) + b * x1 * dy)
+    dx = tl.minimum(tl.maximum(-b * y0 / a, x0), x1)
+    best = tl.minimum(best, 0.5 * (a * dx * dx + c * y0 * y0) + b * dx * y0)
+    dx = tl.minimum(tl.maximum(-b * y1 / a, x0), x1)
+    best = tl.minimum(best, 0.5 * (a * dx * dx + c * y1 * y1) + b * dx * y1)
+    keep = best <= tl.log(tl.maximum(op, 1e-30)) - LOG_THR + 0.01
+    tl.store(out_ptr + offs, keep.to(tl.int8), mask=mask)
+
+
+def touches(keys, ids, means2d, conics, opacities, tile_size: int, tile_width: int, tile_bits: int, log_thr: float):
+    M = keys.numel()
+    out = torch.empty(M, dtype=torch.int8, device=keys.device)
+    if M:
+        _touch_kernel[(triton.cdiv(M, BLOCK),)](keys, ids, means2d.contiguous(), conics.contiguous(),
+                                                opacities.contiguous(), out, M, log_thr, (1 << tile_bits) - 1,
+                                                TS=tile_size, TW=tile_width, BLOCK=BLOCK)
+    return out.view(torch.bool)

@@ -10,7 +10,8 @@ kernels in the same order as `gsplat.rendering.rasterization`, minus one host sy
 render: that function takes the camera centres from `torch.inverse(viewmats)`, whose error
 check reads a flag back from the GPU; `_direct` uses `inv_ex`, the same factorisation
 without the check. The tile intersection's own read-back (the number of intersections)
-stays. `SPLATLAB_GSPLAT_DIRECT=0` renders through `rasterization` instead (A/B timing).
+stays. `SPLATLAB_GSPLAT_DIRECT=0` renders through `rasterization` instead (A/B timing);
+`SPLATLAB_TILE_CULL=1` culls the intersections by the exact tile test (A/B timing).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from torch import Tensor
 from .types import RenderMode, RenderOutput
 
 DIRECT_ENV = "SPLATLAB_GSPLAT_DIRECT"
+# 1: drop the tile pairs whose tile the alpha >= 1/255 ellipse misses (isect.cull_pairs; the
+# reference rasterizer always does). Opt-in on CUDA until timed side by side on the device.
+CULL_ENV = "SPLATLAB_TILE_CULL"
 TILE_SIZE = 16  # gsplat's default
 FIX = ("gsplat's CUDA build is unavailable: render on a CUDA device with gsplat's CUDA "
        "extension built (pip install gsplat==1.5.3 on a CUDA machine), or pass backend='reference'")
@@ -122,6 +126,10 @@ def _direct(means, quats, scales, opacities, colors, viewmats, Ks, width: int, h
     if isect_capacity is None:
         tiles_per_gauss, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, TILE_SIZE, tw, th,
                                                               packed=False, n_images=C)
+        if os.environ.get(CULL_ENV, "0") == "1":
+            from .isect import cull_pairs
+
+            isect_ids, flatten_ids = cull_pairs(isect_ids, flatten_ids, means2d, conics, opac, TILE_SIZE, tw, th)
         offsets = isect_offset_encode(isect_ids, C, tw, th).reshape(C, th, tw)
     else:
         from .isect import intersect

@@ -153,6 +153,30 @@ def intersect(means2d: Float[Tensor, "C N 2"], radii: Int[Tensor, "C N 2"], dept
     return Intersections(offsets, flatten_ids, masks, cum[-1], counts)
 
 
+def cull_pairs(isect_ids: Int[Tensor, " M"], flatten_ids: Int[Tensor, " M"], means2d: Float[Tensor, "C N 2"],
+               conics: Float[Tensor, "C N 3"], opacities: Float[Tensor, "C N"], tile_size: int, tile_width: int,
+               tile_height: int) -> tuple[Tensor, Tensor]:
+    """gsplat's sorted intersections (`isect_tiles`, packed=False) without the pairs whose tile
+    the Gaussian's alpha >= 1/255 ellipse misses (`reference.tile_touches`): the same pixels and
+    gradients from fewer pairs. The order is kept, so `isect_offset_encode` applies as before.
+    Compacting reads the kept count back to the host (one more sync a render)."""
+    from .reference import ALPHA_THRESHOLD, tile_touches
+
+    tile_bits = (tile_width * tile_height).bit_length()  # gsplat's floor(log2(n_tiles)) + 1
+    if isect_ids.is_cuda and triton_available():
+        from ._isect_triton import touches
+
+        keep = touches(isect_ids, flatten_ids, means2d.detach(), conics.detach(), opacities.detach(), tile_size,
+                       tile_width, tile_bits, math.log(ALPHA_THRESHOLD))
+    else:
+        tile = (isect_ids >> 32) & ((1 << tile_bits) - 1)
+        g = flatten_ids.long()
+        keep = tile_touches(means2d.reshape(-1, 2)[g], conics.reshape(-1, 3)[g], opacities.reshape(-1)[g],
+                            tile % tile_width, torch.div(tile, tile_width, rounding_mode="floor"), tile_size)
+    idx = keep.nonzero().squeeze(1)
+    return isect_ids[idx], flatten_ids[idx]
+
+
 @dataclass
 class IsectCapacity:
     """Host-side capacity of the intersection buffers across renders (one per training run).
@@ -211,5 +235,5 @@ class IsectCapacity:
         return max(step, int(math.ceil(n / step)) * step)
 
 
-__all__ = ["Intersections", "IsectCapacity", "intersect", "isect_counts", "pad_key", "tile_rect",
+__all__ = ["Intersections", "IsectCapacity", "cull_pairs", "intersect", "isect_counts", "pad_key", "tile_rect",
            "write_isects_torch"]

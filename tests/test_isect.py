@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from splatlab.rasterizer.isect import IsectCapacity, intersect, pad_key, triton_available
+from splatlab.rasterizer.isect import IsectCapacity, cull_pairs, intersect, pad_key, triton_available
 
 TS = 16
 
@@ -126,12 +126,73 @@ def test_pad_key_is_the_last_tile():
     assert pad_key(2, 5, 4) >> 32 == 2 * 5 * 5 - 1 and pad_key(2, 5, 4) & 0xFFFFFFFF == 0xFFFFFFFF
 
 
+def ellipses(seed: int, C: int = 2, N: int = 150, W: int = 100, H: int = 70):
+    """Thin, tilted projected Gaussians (conics with gsplat's 0.3 blur, opacities, gsplat's
+    opacity-aware radii) and gsplat's sorted intersections of them, built by a loop:
+    keys (image << (32 + tile bits)) | (tile << 32) | depth bits, flat ids c * N + i."""
+    g = torch.Generator().manual_seed(seed)
+    means2d = torch.rand(C, N, 2, generator=g) * torch.tensor([W, H])
+    ang = torch.rand(C, N, generator=g) * math.pi
+    s = torch.exp(torch.rand(C, N, 2, generator=g) * 3 - 0.5)
+    cs, sn = torch.cos(ang), torch.sin(ang)
+    c00 = cs * cs * s[..., 0] ** 2 + sn * sn * s[..., 1] ** 2 + 0.3
+    c11 = sn * sn * s[..., 0] ** 2 + cs * cs * s[..., 1] ** 2 + 0.3
+    c01 = cs * sn * (s[..., 0] ** 2 - s[..., 1] ** 2)
+    det = c00 * c11 - c01 * c01
+    conics = torch.stack([c11 / det, -c01 / det, c00 / det], -1)
+    opac = torch.rand(C, N, generator=g) * 0.99 + 0.01
+    extend = torch.sqrt(2 * torch.log(opac * 255)).clamp(max=3.33)
+    radii = torch.stack([torch.ceil(extend * c00.sqrt()), torch.ceil(extend * c11.sqrt())], -1).int()
+    depths = torch.rand(C, N, generator=g) + 0.5
+    tw, th = math.ceil(W / TS), math.ceil(H / TS)
+    bits = (tw * th).bit_length()
+    entries = []
+    for c in range(C):
+        for i in range(N):
+            mx, my = means2d[c, i].tolist()
+            rx, ry = radii[c, i].tolist()
+            d = int(depths[c, i].view(torch.int32))
+            for ty in range(max(0, math.floor((my - ry) / TS)), min(th, math.ceil((my + ry) / TS))):
+                for tx in range(max(0, math.floor((mx - rx) / TS)), min(tw, math.ceil((mx + rx) / TS))):
+                    entries.append(((c << (32 + bits)) | ((ty * tw + tx) << 32) | d, c * N + i))
+    entries.sort()
+    keys = torch.tensor([e[0] for e in entries], dtype=torch.int64)
+    ids = torch.tensor([e[1] for e in entries], dtype=torch.int32)
+    return keys, ids, means2d, conics, opac, tw, th
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cull_pairs_keeps_every_pair_that_reaches_a_pixel(seed):
+    """gsplat-layout culling (the torch twin): kept pairs stay in order, every pair whose alpha
+    reaches 1/255 at a pixel centre of its tile is kept, none that stays below it (minus the
+    1% margin) anywhere in the tile's rectangle is."""
+    keys, ids, means2d, conics, opac, tw, th = ellipses(seed)
+    k2, i2 = cull_pairs(keys, ids, means2d, conics, opac, TS, tw, th)
+    assert torch.all(k2[1:] >= k2[:-1]) and 0.5 * len(keys) < len(k2) < 0.95 * len(keys)
+    kept = set(zip(k2.tolist(), i2.tolist()))
+    assert kept <= set(zip(keys.tolist(), ids.tolist()))
+    bits = (tw * th).bit_length()
+    fine = torch.linspace(0.5, TS - 0.5, 8 * (TS - 1) + 1, dtype=torch.float64)
+    for key, gid in zip(keys.tolist(), ids.tolist()):
+        tile = (key >> 32) & ((1 << bits) - 1)
+        x0, y0 = (tile % tw) * TS, (tile // tw) * TS
+        mx, my = means2d.reshape(-1, 2)[gid].double()
+        a, b, c = conics.reshape(-1, 3)[gid].double()
+        dx, dy = x0 + fine[None, :] - mx, y0 + fine[:, None] - my
+        alpha = opac.reshape(-1)[gid].double() * torch.exp(-(0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy))
+        at_pixels = alpha[::8, ::8].max()
+        if at_pixels >= 1 / 255:
+            assert (key, gid) in kept
+        if alpha.max() < 0.98 / 255:
+            assert (key, gid) not in kept
+
+
 _INTERPRETER_CHECK = """
-import torch, sys
+import math, torch, sys
 sys.path.insert(0, sys.argv[1])
-from test_isect import scene, TS
+from test_isect import ellipses, scene, TS
 from splatlab.rasterizer import _isect_triton as k
-from splatlab.rasterizer.isect import isect_counts, pad_key, write_isects_torch
+from splatlab.rasterizer.isect import cull_pairs, isect_counts, pad_key, write_isects_torch
 for seed in (0, 1):
     means2d, radii, depths, tw, th = scene(seed)
     ref = isect_counts(means2d, radii, TS, tw, th)
@@ -142,6 +203,10 @@ for seed in (0, 1):
         kt, it = write_isects_torch(means2d, radii, depths, ref, cum.reshape(ref.shape), cap, TS, tw, th)
         kk, ik = k.write(means2d, radii, depths, cum, cap, TS, tw, th, pad_key(2, tw, th))
         assert torch.equal(kt, kk) and torch.equal(it, ik), seed
+    keys, ids, m2, con, op, tw, th = ellipses(seed)
+    kt, it = cull_pairs(keys, ids, m2, con, op, TS, tw, th)  # the torch twin (CPU tensors)
+    keep = k.touches(keys, ids, m2, con, op, TS, tw, (tw * th).bit_length(), math.log(1 / 255))
+    assert torch.equal(keys[keep], kt) and torch.equal(ids[keep], it), seed
 print("isect-interpreter-ok")
 """
 

@@ -132,6 +132,33 @@ def test_direct_path_is_gsplats_rasterization(monkeypatch, render_mode, antialia
     torch.testing.assert_close(out_d.means2d.absgrad, out_w.means2d.absgrad, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("render_mode,antialiased", [("RGB", False), ("RGB+ED", True)])
+def test_tile_culling_renders_as_gsplat(monkeypatch, render_mode, antialiased):
+    """SPLATLAB_TILE_CULL=1 (isect.cull_pairs, the triton kernel) drops pairs and keeps gsplat's
+    images, alphas and gradients; its kept set is the torch twin's."""
+    from splatlab.rasterizer import gsplat_backend
+    from splatlab.rasterizer.isect import cull_pairs
+
+    scene = random_scene(seed=12, n=800, sh_degree=3)
+    kw = dict(sh_degree=3, render_mode=render_mode, antialiased=antialiased, absgrad=True)
+    monkeypatch.setenv(gsplat_backend.CULL_ENV, "1")
+    out_c, grad_c = _run("gsplat", scene, torch.float32, **kw)
+    monkeypatch.setenv(gsplat_backend.CULL_ENV, "0")
+    out_b, grad_b = _run("gsplat", scene, torch.float32, **kw)
+    assert out_c.info["flatten_ids"].numel() < 0.95 * out_b.info["flatten_ids"].numel()
+    torch.testing.assert_close(out_c.colors, out_b.colors, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out_c.alphas, out_b.alphas, atol=1e-6, rtol=1e-5)
+    for key in grad_b:
+        torch.testing.assert_close(grad_c[key], grad_b[key], atol=1e-6, rtol=1e-4, msg=key)
+    torch.testing.assert_close(out_c.means2d.absgrad, out_b.means2d.absgrad, atol=1e-6, rtol=1e-4)
+    ib = out_b.info
+    args = (ib["means2d"].detach(), ib["conics"], ib["opacities"], ib["tile_size"], ib["tile_width"], ib["tile_height"])
+    kt, it = cull_pairs(ib["isect_ids"].cpu(), ib["flatten_ids"].cpu(), *(a.cpu() for a in args[:3]), *args[3:])
+    # The same pairs (float32 on two devices may differ for a pair at the threshold itself).
+    got = set(zip(out_c.info["isect_ids"].tolist(), out_c.info["flatten_ids"].tolist()))
+    assert len(got ^ set(zip(kt.tolist(), it.tolist()))) <= 0.001 * len(got)
+
+
 def test_direct_path_skips_the_checked_inverse(monkeypatch):
     """gsplat.rasterization takes the camera centres from torch.inverse, whose singularity
     check reads a flag back from the GPU (a host sync per render); the direct path never
