@@ -94,7 +94,8 @@ def write(means2d, radii, depths, cum, capacity: int, tile_size: int, tile_width
 @triton.jit
 def _touch_kernel(keys_ptr, ids_ptr, means_ptr, conics_ptr, opac_ptr, out_ptr, M, LOG_THR, TILE_MASK,
                   TS: tl.constexpr, TW: tl.constexpr, BLOCK: tl.constexpr):
-    # reference.tile_touches, one lane per (tile, Gaussian) pair of gsplat's sorted lists.
+    # reference.tile_touches, one lane per (tile, Gaussian) pair of gsplat's sorted lists;
+    # LOG_THR: log of the alpha threshold minus the tile test's margin.
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
     key = tl.load(keys_ptr + offs, mask=mask, other=0)
@@ -120,7 +121,7 @@ def _touch_kernel(keys_ptr, ids_ptr, means_ptr, conics_ptr, opac_ptr, out_ptr, M
     best = tl.minimum(best, 0.5 * (a * dx * dx + c * y0 * y0) + b * dx * y0)
     dx = tl.minimum(tl.maximum(-b * y1 / a, x0), x1)
     best = tl.minimum(best, 0.5 * (a * dx * dx + c * y1 * y1) + b * dx * y1)
-    keep = best <= tl.log(tl.maximum(op, 1e-30)) - LOG_THR + 0.01
+    keep = best <= tl.log(tl.maximum(op, 1e-30)) - LOG_THR
     tl.store(out_ptr + offs, keep.to(tl.int8), mask=mask)
 
 

@@ -160,14 +160,14 @@ def cull_pairs(isect_ids: Int[Tensor, " M"], flatten_ids: Int[Tensor, " M"], mea
     the Gaussian's alpha >= 1/255 ellipse misses (`reference.tile_touches`): the same pixels and
     gradients from fewer pairs. The order is kept, so `isect_offset_encode` applies as before.
     Compacting reads the kept count back to the host (one more sync a render)."""
-    from .reference import ALPHA_THRESHOLD, tile_touches
+    from .reference import ALPHA_THRESHOLD, TILE_TEST_MARGIN, tile_touches
 
     tile_bits = (tile_width * tile_height).bit_length()  # gsplat's floor(log2(n_tiles)) + 1
     if isect_ids.is_cuda and triton_available():
         from ._isect_triton import touches
 
         keep = touches(isect_ids, flatten_ids, means2d.detach(), conics.detach(), opacities.detach(), tile_size,
-                       tile_width, tile_bits, math.log(ALPHA_THRESHOLD))
+                       tile_width, tile_bits, math.log(ALPHA_THRESHOLD) - TILE_TEST_MARGIN)
     else:
         tile = (isect_ids >> 32) & ((1 << tile_bits) - 1)
         g = flatten_ids.long()

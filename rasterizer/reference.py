@@ -30,6 +30,9 @@ MAX_ALPHA = 0.999
 T_THRESHOLD = 1e-4  # a pixel is done when its transmittance would drop to <= this
 EPS2D = 0.3
 MAX_EXTEND = 3.33  # gsplat's cap on the bounding box, in standard deviations
+# tile_touches keeps a pair up to this much sigma past the threshold (1% of alpha): every pair
+# whose alpha the compositor's own rounding could put over 1/255.
+TILE_TEST_MARGIN = 0.01
 TILE_SIZE = 8  # results do not depend on it; 8 wastes fewer pixel-Gaussian pairs on CPU than 16
 MAX_PAIRS = 1 << 21  # pixel-Gaussian pairs evaluated per batch of tiles
 # Per render, the compositing forward keeps its per-pair tensors for the backward while they
@@ -190,8 +193,8 @@ def tile_touches(
     extent, so a thin, tilted Gaussian's box holds tiles the ellipse misses; every pixel there
     skips the Gaussian (alpha < 1/255), so dropping those pairs changes no pixel and no
     gradient, only the work (Speedy-Splat's exact tile test, arXiv 2412.00578)."""
-    m = means2d.detach()
-    a, b, c = conics.detach().unbind(-1)
+    m = means2d
+    a, b, c = conics.unbind(-1)
     # sigma(d) = a dx^2 / 2 + b dx dy + c dy^2 / 2 is convex (conics are positive definite):
     # its minimum over the rectangle of pixel-centre offsets d = p - mean is 0 when the mean is
     # inside, else on an edge, where it is a 1D quadratic minimised by clamping.
@@ -205,11 +208,11 @@ def tile_touches(
     for dy in (y0, y1):
         dx = torch.minimum(torch.maximum(-b * dy / a, x0), x1)
         best = torch.minimum(best, 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy)
-    # alpha = opacity exp(-sigma) >= 1/255 <=> sigma <= log(255 opacity); the margin (1% of
-    # alpha) keeps every pair whose alpha the compositor's own rounding could put over it.
-    return best <= torch.log(opacities.detach().clamp_min(1e-30) / ALPHA_THRESHOLD) + 0.01
+    # alpha = opacity exp(-sigma) >= 1/255 <=> sigma <= log(255 opacity), plus the margin.
+    return best <= torch.log(opacities.clamp_min(1e-30) / ALPHA_THRESHOLD) + TILE_TEST_MARGIN
 
 
+@torch.no_grad()
 def intersect_tiles(
     means2d: Float[Tensor, "C N 2"],
     radii: Int[Tensor, "C N 2"],

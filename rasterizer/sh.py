@@ -45,6 +45,7 @@ _POLYS = (
     {"xxz": SH_C3[5], "yyz": -SH_C3[5]}, {"xxx": SH_C3[6], "xyy": -3 * SH_C3[6]},
 )
 
+
 def _monomial_index(m: str) -> int:
     """Row of monomial `m` in `_coefficients`: 1, then `_monomials`' layout: d (3 columns),
     d d^T (9), d d d (27), each flattened row-major."""

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from splatlab.rasterizer.isect import IsectCapacity, cull_pairs, intersect, pad_key, triton_available
+from test_rasterizer import thin_ellipses
 
 TS = 16
 
@@ -132,17 +133,8 @@ def ellipses(seed: int, C: int = 2, N: int = 150, W: int = 100, H: int = 70):
     keys (image << (32 + tile bits)) | (tile << 32) | depth bits, flat ids c * N + i."""
     g = torch.Generator().manual_seed(seed)
     means2d = torch.rand(C, N, 2, generator=g) * torch.tensor([W, H])
-    ang = torch.rand(C, N, generator=g) * math.pi
-    s = torch.exp(torch.rand(C, N, 2, generator=g) * 3 - 0.5)
-    cs, sn = torch.cos(ang), torch.sin(ang)
-    c00 = cs * cs * s[..., 0] ** 2 + sn * sn * s[..., 1] ** 2 + 0.3
-    c11 = sn * sn * s[..., 0] ** 2 + cs * cs * s[..., 1] ** 2 + 0.3
-    c01 = cs * sn * (s[..., 0] ** 2 - s[..., 1] ** 2)
-    det = c00 * c11 - c01 * c01
-    conics = torch.stack([c11 / det, -c01 / det, c00 / det], -1)
-    opac = torch.rand(C, N, generator=g) * 0.99 + 0.01
-    extend = torch.sqrt(2 * torch.log(opac * 255)).clamp(max=3.33)
-    radii = torch.stack([torch.ceil(extend * c00.sqrt()), torch.ceil(extend * c11.sqrt())], -1).int()
+    conics, opac, radii = thin_ellipses(g, (C, N), 3.0, torch.float32)
+    radii = radii.int()
     depths = torch.rand(C, N, generator=g) + 0.5
     tw, th = math.ceil(W / TS), math.ceil(H / TS)
     bits = (tw * th).bit_length()
@@ -193,6 +185,7 @@ sys.path.insert(0, sys.argv[1])
 from test_isect import ellipses, scene, TS
 from splatlab.rasterizer import _isect_triton as k
 from splatlab.rasterizer.isect import cull_pairs, isect_counts, pad_key, write_isects_torch
+from splatlab.rasterizer.reference import TILE_TEST_MARGIN
 for seed in (0, 1):
     means2d, radii, depths, tw, th = scene(seed)
     ref = isect_counts(means2d, radii, TS, tw, th)
@@ -205,7 +198,7 @@ for seed in (0, 1):
         assert torch.equal(kt, kk) and torch.equal(it, ik), seed
     keys, ids, m2, con, op, tw, th = ellipses(seed)
     kt, it = cull_pairs(keys, ids, m2, con, op, TS, tw, th)  # the torch twin (CPU tensors)
-    keep = k.touches(keys, ids, m2, con, op, TS, tw, (tw * th).bit_length(), math.log(1 / 255))
+    keep = k.touches(keys, ids, m2, con, op, TS, tw, (tw * th).bit_length(), math.log(1 / 255) - TILE_TEST_MARGIN)
     assert torch.equal(keys[keep], kt) and torch.equal(ids[keep], it), seed
 print("isect-interpreter-ok")
 """

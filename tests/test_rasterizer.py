@@ -295,6 +295,24 @@ def test_tiling_and_chunking_do_not_change_results():
             torch.testing.assert_close(x, y, atol=1e-10, rtol=1e-8)
 
 
+def thin_ellipses(g: torch.Generator, shape: tuple, log_span: float, dtype=F64):
+    """Random thin, tilted projected Gaussians: conics of covariances R diag(s^2) R^T plus
+    gsplat's 0.3 blur (log s uniform over `log_span` from -0.5), opacities in [0.01, 1], and
+    gsplat's opacity-aware box half-sizes (its radius rule), each of `shape`."""
+    ang = torch.rand(shape, generator=g, dtype=dtype) * math.pi
+    s = torch.exp(torch.rand(*shape, 2, generator=g, dtype=dtype) * log_span - 0.5)
+    cs, sn = torch.cos(ang), torch.sin(ang)
+    c00 = cs * cs * s[..., 0] ** 2 + sn * sn * s[..., 1] ** 2 + 0.3
+    c11 = sn * sn * s[..., 0] ** 2 + cs * cs * s[..., 1] ** 2 + 0.3
+    c01 = cs * sn * (s[..., 0] ** 2 - s[..., 1] ** 2)
+    det = c00 * c11 - c01 * c01
+    conics = torch.stack([c11 / det, -c01 / det, c00 / det], -1)
+    opac = torch.rand(shape, generator=g, dtype=dtype) * 0.99 + 0.01
+    extend = torch.sqrt(2 * torch.log(opac.clamp_min(ref.ALPHA_THRESHOLD) / ref.ALPHA_THRESHOLD))
+    extend = extend.clamp(max=ref.MAX_EXTEND)
+    return conics, opac, torch.stack([torch.ceil(extend * c00.sqrt()), torch.ceil(extend * c11.sqrt())], -1)
+
+
 def test_tile_touches_matches_brute_force():
     """The exact tile test against every pixel centre of the tile in float64: it keeps every
     pair whose alpha reaches 1/255 somewhere in the tile, and drops the rest (up to its 1%
@@ -302,19 +320,9 @@ def test_tile_touches_matches_brute_force():
     g = torch.Generator().manual_seed(3)
     m, ts = 4000, 16
     means = torch.rand(m, 2, generator=g, dtype=F64) * 96
-    # thin, tilted ellipses (cov = R diag(s^2) R^T, plus gsplat's 0.3 blur) of various sizes
-    ang = torch.rand(m, generator=g, dtype=F64) * math.pi
-    s = torch.exp(torch.rand(m, 2, generator=g, dtype=F64) * 3.5 - 0.5)
-    cs, sn = torch.cos(ang), torch.sin(ang)
-    c00 = cs * cs * s[:, 0] ** 2 + sn * sn * s[:, 1] ** 2 + 0.3
-    c11 = sn * sn * s[:, 0] ** 2 + cs * cs * s[:, 1] ** 2 + 0.3
-    c01 = cs * sn * (s[:, 0] ** 2 - s[:, 1] ** 2)
-    det = c00 * c11 - c01 * c01
-    conics = torch.stack([c11 / det, -c01 / det, c00 / det], -1)
-    opac = torch.rand(m, generator=g, dtype=F64) * 0.99 + 0.01
-    # a tile inside each Gaussian's opacity-aware bounding box (gsplat's radius rule)
-    extend = torch.sqrt(2 * torch.log(opac.clamp_min(1 / 255) * 255)).clamp(max=ref.MAX_EXTEND)
-    rx, ry = torch.ceil(extend * c00.sqrt()), torch.ceil(extend * c11.sqrt())
+    conics, opac, radii = thin_ellipses(g, (m,), 3.5, F64)
+    # a random tile inside each Gaussian's bounding box
+    rx, ry = radii.unbind(-1)
     u = torch.rand(m, 2, generator=g, dtype=F64) * 2 - 1
     tx = torch.floor((means[:, 0] + u[:, 0] * rx) / ts).long()
     ty = torch.floor((means[:, 1] + u[:, 1] * ry) / ts).long()
